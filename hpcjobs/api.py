@@ -1,0 +1,562 @@
+"""The hpcjobs Python API.  The CLI calls nothing else.
+
+Typical use::
+
+    from hpcjobs import api
+    job = api.create_job("examples/hello-world.yml", sets=["inputs.n=3"])
+    status = api.stream_job(job["name"], sys.stdout.buffer)
+    api.download_job(job["name"], all_outputs=True, download_path="./got")
+
+Every function raises :class:`hpcjobs.errors.HpcjobsError` subclasses on failure:
+``UserError`` (bad input, exit 2) or ``RuntimeFailure`` (exit 1).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from hpcjobs import backends
+from hpcjobs.errors import NotFoundError, UserError, ValidationError
+from hpcjobs.names import generate_job_name, new_token
+from hpcjobs.plan import Plan, plan_job
+from hpcjobs.site import Site, get_site, local_site
+from hpcjobs.spec import models as m
+from hpcjobs.spec.load import Loaded, load_job, parse_set
+from hpcjobs.status import JobStatus
+from hpcjobs.store import JobRecord, Store
+
+MUTABLE_FIELDS = ("display_name", "description", "tags", "properties")
+
+#: exit codes of ``job stream`` / ``job create --stream`` by end state
+EXIT_CODES = {
+    JobStatus.COMPLETED: 0,
+    JobStatus.FAILED: 1,
+    JobStatus.CANCELED: 3,
+    JobStatus.NOT_RESPONDING: 4,
+    JobStatus.UNKNOWN: 4,
+}
+
+
+@dataclass
+class Validation:
+    """What ``job validate`` found."""
+
+    file: str
+    type: str
+    name: str | None
+    warnings: list[str] = field(default_factory=list)
+    site: str | None = None
+    test_only: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "type": self.type,
+            "name": self.name,
+            "valid": True,
+            "warnings": self.warnings,
+            "site": self.site,
+            "test_only": self.test_only,
+        }
+
+
+def _store() -> Store:
+    return Store()
+
+
+def _site_for(loaded: Loaded, site: str | None) -> Site:
+    compute = getattr(loaded.job, "compute", None)
+    if site is None and isinstance(compute, str) and compute.removeprefix("azureml:") == "local":
+        return local_site()
+    s = get_site(site)
+    return s
+
+
+def validate_job(file: str | Path, sets: Sequence[str] = (), site: str | None = None, *, test_only: bool = False) -> Validation:
+    """Load and check a job file (and render it for *site*); with *test_only*, ask Slurm too."""
+    loaded = load_job(file, list(sets))
+    result = Validation(file=str(file), type=loaded.type, name=loaded.job.name, warnings=list(loaded.warnings))
+    s = _site_for(loaded, site)
+    result.site = s.name
+    backend = backends.backend_for(s)
+    target = backend.target(offline=not test_only)
+    plan = plan_job(loaded, s, target, name=loaded.job.name or "validate_job", token="0" * 16)
+    result.warnings = list(dict.fromkeys(plan.warnings))
+    if test_only and not s.is_local:
+        from hpcjobs.backends.slurm import SlurmBackend
+
+        assert isinstance(backend, SlurmBackend)
+        result.test_only = backend.test_only(plan)
+    return result
+
+
+def _new_name(store: Store, name: str | None, loaded: Loaded) -> str:
+    if name is not None:
+        from hpcjobs.spec.models import NAME_RE
+        import re
+
+        if not re.match(NAME_RE, name):
+            raise ValidationError(f"invalid job name {name!r}", hint="names use letters, digits, _ and - (at most 255)")
+        if store.exists(name):
+            raise UserError(f"a job named '{name}' already exists", hint="job names are unique; choose another --name")
+        return name
+    if loaded.job.name:
+        if store.exists(loaded.job.name):
+            raise UserError(
+                f"a job named '{loaded.job.name}' already exists (name: in {loaded.path})",
+                hint="job names are unique: remove name: from the file, or pass --name NEW",
+            )
+        return loaded.job.name
+    for _ in range(20):
+        candidate = generate_job_name()
+        if not store.exists(candidate):
+            return candidate
+    raise UserError("could not generate a unique job name")
+
+
+def plan(file: str | Path, sets: Sequence[str] = (), *, name: str | None = None, site: str | None = None) -> Plan:
+    """The plan ``job create --dry-run`` prints: nothing is written or submitted."""
+    loaded = load_job(file, list(sets))
+    s = _site_for(loaded, site)
+    backend = backends.backend_for(s)
+    target = backend.target(offline=True)
+    code = getattr(loaded.job, "code", None) or (
+        loaded.job.trial.code if isinstance(loaded.job, m.SweepJob) and isinstance(loaded.job.trial, m.TrialSpec) else None
+    )
+    if code:
+        from hpcjobs.snapshot import take_snapshot
+
+        target.code_digest = take_snapshot(code).digest
+    job_name = name or loaded.job.name or "dry_run_job"
+    return plan_job(loaded, s, target, name=job_name, token="0" * 16)
+
+
+def create_job(
+    file: str | Path,
+    sets: Sequence[str] = (),
+    *,
+    name: str | None = None,
+    site: str | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Submit a job file; return its view (as ``job show`` prints it)."""
+    loaded = load_job(file, list(sets))
+    s = _site_for(loaded, site)
+    store = _store()
+    job_name = _new_name(store, name, loaded)
+    backend = backends.backend_for(s)
+    target = backend.target()
+    code = getattr(loaded.job, "code", None) or (
+        loaded.job.trial.code if isinstance(loaded.job, m.SweepJob) and isinstance(loaded.job.trial, m.TrialSpec) else None
+    )
+    git: dict[str, str] = {}
+    if code:
+        from hpcjobs.snapshot import git_info, take_snapshot
+
+        snap = take_snapshot(code)
+        target.code_digest = snap.digest
+        for w in snap.warnings():
+            loaded.warnings.append(w)
+        git = git_info(code)
+    token = new_token()
+    p = plan_job(loaded, s, target, name=job_name, token=token)
+    for w in dict.fromkeys(p.warnings):
+        if on_warning:
+            on_warning(w)
+    now = time.time()
+    props = dict(p.meta.get("properties") or {})
+    props.update(git)
+    rec = JobRecord(
+        name=job_name,
+        type=p.kind,
+        site=s.name,
+        status=JobStatus.NOT_STARTED.value,
+        token=token,
+        compute=p.compute,
+        display_name=p.meta.get("display_name") or job_name,
+        experiment_name=p.meta.get("experiment_name"),
+        description=p.meta.get("description"),
+        tags=p.meta.get("tags") or {},
+        properties=props,
+        job_dir=p.job_dir,
+        created=now,
+        extra={
+            "file": str(Path(file).resolve()),
+            "outputs": p.outputs,
+            "inputs": p.inputs,
+            "code": p.code_dir,
+            "scripts": {sc.key: sc.script_path for sc in p.scripts},
+            **({"sweep": p.meta["sweep"]} if "sweep" in p.meta else {}),
+            **({"steps": p.meta["steps"]} if "steps" in p.meta else {}),
+        },
+    )
+    children = [
+        JobRecord(
+            name=c["name"],
+            type=c.get("type", "command"),
+            site=s.name,
+            status=JobStatus.NOT_STARTED.value,
+            token=f"{token}.{c['key']}",
+            compute=c.get("compute", p.compute),
+            display_name=c.get("display_name") or c["name"],
+            experiment_name=rec.experiment_name,
+            job_dir=c.get("job_dir"),
+            parent=job_name,
+            created=now,
+            tags=c.get("tags") or {},
+            extra=c.get("extra") or {},
+        )
+        for c in p.children
+    ]
+    store.add(rec)
+    store.add_many(children)
+    try:
+        ids = backend.submit(p, [rec, *children])
+    except BaseException:
+        # nothing was submitted (the backend raises only before or instead of sbatch)
+        store.delete(job_name)
+        raise
+    all_ids = [i for key in ids for i in ids[key]]
+    store.update(job_name, status=JobStatus.QUEUED.value, slurm_ids=all_ids, submitted=time.time())
+    child_updates = {}
+    for c in p.children:
+        key_ids = ids.get(c.get("script_key", c["key"]), [])
+        sid = list(key_ids)
+        if "array_index" in c and key_ids:
+            sid = [_array_task_id(key_ids, c["array_index"], c.get("array_chunks"))]
+        child_updates[c["name"]] = {"status": JobStatus.QUEUED.value, "slurm_ids": sid, "submitted": time.time()}
+    store.update_many(child_updates)
+    return job_view(store.get(job_name))
+
+
+def _array_task_id(ids: list[str], index: int, chunks: list[tuple[int, int]] | None) -> str:
+    if ids and ids[0].startswith("local:"):
+        return ids[0]
+    if chunks:
+        for sid, (lo, hi) in zip(ids, chunks, strict=False):
+            if lo <= index <= hi:
+                return f"{sid}_{index - lo}"
+    return f"{ids[0]}_{index}"
+
+
+# --------------------------------------------------------------------------- status
+def refresh(records: Sequence[JobRecord], store: Store | None = None) -> list[JobRecord]:
+    """Bring *records* up to date: one backend refresh per site, whatever their number."""
+    store = store or _store()
+    active = [r for r in records if not JobStatus(r.status).is_terminal]
+    if not active:
+        return list(records)
+    by_site: dict[str, list[JobRecord]] = {}
+    for r in active:
+        by_site.setdefault(r.site, []).append(r)
+    all_updates: dict[str, dict[str, Any]] = {}
+    for site_name, recs in by_site.items():
+        try:
+            s = get_site(site_name) if site_name != "local" else local_site()
+        except NotFoundError:
+            continue
+        backend = backends.backend_for(s)
+        # parents (sweeps, pipelines) take their state from their children
+        kids: list[JobRecord] = []
+        parents = [r for r in recs if r.type in ("sweep", "pipeline")]
+        plain = [r for r in recs if r.type not in ("sweep", "pipeline")]
+        for p in parents:
+            kids.extend(c for c in store.children(p.name) if not JobStatus(c.status).is_terminal and c.name not in {x.name for x in plain})
+        updates = backend.refresh(plain + kids)
+        all_updates.update(updates)
+        for p in parents:
+            children = store.children(p.name)
+            for c in children:
+                if c.name in updates:
+                    for k, v in updates[c.name].items():
+                        setattr(c, k, v)
+            agg = aggregate_status(p, children)
+            if agg:
+                all_updates[p.name] = agg
+    store.update_many({k: dict(v) for k, v in all_updates.items()})
+    out = []
+    for r in records:
+        if r.name in all_updates:
+            for k, v in all_updates[r.name].items():
+                setattr(r, k, v)
+        out.append(r)
+    return out
+
+
+def aggregate_status(parent: JobRecord, children: list[JobRecord]) -> dict[str, Any]:
+    """A sweep's or pipeline's state from its trials' or steps' states."""
+    if not children:
+        return {}
+    states = [JobStatus(c.status) for c in children]
+    started = [c.started for c in children if c.started]
+    ended = [c.ended for c in children if c.ended]
+    out: dict[str, Any] = {}
+    if started:
+        out["started"] = min(started)
+    if all(s.is_terminal for s in states):
+        out["ended"] = max(ended) if ended else time.time()
+        if parent.extra.get("cancel_requested") or (JobStatus.CANCELED in states and JobStatus.FAILED not in states and parent.type == "pipeline" and all(s != JobStatus.COMPLETED for s in states)):
+            out["status"] = JobStatus.CANCELED.value
+        elif parent.type == "sweep":
+            ok = sum(1 for s in states if s == JobStatus.COMPLETED)
+            out["status"] = (JobStatus.COMPLETED if ok > 0 or parent.extra.get("early_terminated") else JobStatus.FAILED).value
+            if ok == 0:
+                out["reason"] = "no trial completed"
+        else:
+            bad = [c.name for c in children if JobStatus(c.status) in (JobStatus.FAILED, JobStatus.CANCELED)]
+            out["status"] = (JobStatus.FAILED if bad else JobStatus.COMPLETED).value
+            if bad:
+                out["reason"] = "steps not completed: " + ", ".join(bad)
+    elif any(s == JobStatus.RUNNING for s in states):
+        out["status"] = JobStatus.RUNNING.value
+    elif any(s in (JobStatus.QUEUED, JobStatus.STARTING) for s in states):
+        out["status"] = JobStatus.RUNNING.value if any(s.is_terminal for s in states) else JobStatus.QUEUED.value
+    return {k: v for k, v in out.items() if getattr(parent, k) != v}
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def job_view(rec: JobRecord, *, children: list[JobRecord] | None = None) -> dict[str, Any]:
+    """The JSON shape ``job show`` prints (Azure-like keys, plus a ``slurm`` section)."""
+    elapsed = None
+    if rec.started:
+        elapsed = round((rec.ended or time.time()) - rec.started, 1)
+    view: dict[str, Any] = {
+        "name": rec.name,
+        "display_name": rec.display_name,
+        "type": rec.type,
+        "status": rec.status,
+        "experiment_name": rec.experiment_name,
+        "description": rec.description,
+        "tags": rec.tags,
+        "properties": rec.properties,
+        "compute": rec.compute,
+        "site": rec.site,
+        "parent_job_name": rec.parent,
+        "creation_context": {"created_at": _iso(rec.created)},
+        "start_time": _iso(rec.started),
+        "end_time": _iso(rec.ended),
+        "elapsed_seconds": elapsed,
+        "exit_code": rec.exit_code,
+        "reason": rec.reason,
+        "scheduler": {"job_ids": rec.slurm_ids, "nodes": rec.nodes, "state": rec.extra.get("slurm_state")},
+        "paths": {
+            "job_dir": rec.job_dir,
+            "log": f"{rec.job_dir}/user_logs/std_log.txt" if rec.job_dir and rec.type == "command" else None,
+            "outputs": f"{rec.job_dir}/wd/outputs" if rec.job_dir and rec.type == "command" else None,
+            "named_outputs": rec.extra.get("outputs", {}),
+        },
+    }
+    if children is not None and rec.type == "sweep":
+        from hpcjobs.sweep_status import sweep_view
+
+        view.update(sweep_view(rec, children))
+    if children is not None and rec.type == "pipeline":
+        steps = rec.extra.get("steps", {})
+        view["steps"] = [
+            {
+                "name": c.extra.get("step", c.name),
+                "job_name": c.name,
+                "status": c.status,
+                "job_ids": c.slurm_ids,
+                "depends_on": steps.get(c.extra.get("step", ""), {}).get("depends_on", []),
+                "reused": bool(c.extra.get("reused_from")),
+                "exit_code": c.exit_code,
+            }
+            for c in children
+        ]
+    return view
+
+
+def show_job(name: str, *, refresh_state: bool = True) -> dict[str, Any]:
+    """One job's view, brought up to date first."""
+    store = _store()
+    rec = store.get(name)
+    children = store.children(name) if rec.type in ("sweep", "pipeline") else None
+    if refresh_state:
+        refresh([rec, *(children or [])], store)
+        rec = store.get(name)
+        children = store.children(name) if children is not None else None
+    return job_view(rec, children=children)
+
+
+def list_jobs(
+    *,
+    status: Sequence[str] = (),
+    experiment: str | None = None,
+    tags: Sequence[str] = (),
+    parent: str | None = None,
+    site: str | None = None,
+    max_results: int | None = 50,
+    all_jobs: bool = False,
+    refresh_state: bool = True,
+) -> list[dict[str, Any]]:
+    """Jobs, newest first, filtered like ``az ml job list``."""
+    store = _store()
+    wanted = [_status_name(s) for s in status]
+    tag_filter: dict[str, str | None] = {}
+    for t in tags:
+        k, sep, v = t.partition("=")
+        tag_filter[k] = v if sep else None
+    recs = store.list(
+        status=None, site=site, experiment=experiment, tags=tag_filter or None, parent=parent,
+        top_level=parent is None and not all_jobs, limit=None if wanted else max_results,
+    )
+    if refresh_state:
+        active = [r for r in recs if not JobStatus(r.status).is_terminal]
+        if active:
+            refresh(active, store)
+    if wanted:
+        recs = [r for r in recs if r.status in wanted][: max_results or None]
+    return [job_view(r) for r in recs]
+
+
+def _status_name(s: str) -> str:
+    for st in JobStatus:
+        if st.value.lower() == s.lower() or st.name.lower() == s.lower():
+            return st.value
+    raise UserError(f"unknown status '{s}'", hint="one of: " + ", ".join(x.value for x in JobStatus))
+
+
+def stream_job(
+    name: str,
+    out: IO[bytes],
+    *,
+    poll: float = 0.5,
+    max_poll: float = 10.0,
+    timeout: float | None = None,
+    task: int | None = None,
+) -> JobStatus:
+    """Follow the job's log until it ends; return its end state."""
+    store = _store()
+    rec = store.get(name)
+    s = get_site(rec.site) if rec.site != "local" else local_site()
+    backend = backends.backend_for(s)
+    offset = 0
+    delay = poll
+    deadline = time.time() + timeout if timeout else None
+    log_rec = rec
+    if rec.type == "sweep" and task is None:
+        task = 0
+    if rec.type == "pipeline":
+        kids = store.children(name)
+        log_rec = kids[-1] if kids else rec
+    while True:
+        chunk = backend.read_log(log_rec if rec.type != "sweep" else rec, offset, task if rec.type == "sweep" else None)
+        if chunk:
+            out.write(chunk)
+            out.flush()
+            offset += len(chunk)
+            delay = poll
+        recs = refresh([rec, *store.children(name)] if rec.type in ("sweep", "pipeline") else [rec], store)
+        rec = recs[0]
+        if JobStatus(rec.status).is_terminal:
+            # the last lines can land between the read and the state change
+            time.sleep(0.05)
+            rest = backend.read_log(log_rec if rec.type != "sweep" else rec, offset, task if rec.type == "sweep" else None)
+            if rest:
+                out.write(rest)
+                out.flush()
+            return JobStatus(rec.status)
+        if deadline and time.time() > deadline:
+            return JobStatus(rec.status)
+        time.sleep(delay)
+        if not chunk:
+            delay = min(max_poll, delay * 1.5)
+
+
+def cancel_job(name: str) -> dict[str, Any]:
+    """Cancel a job (a sweep's trials, a pipeline's steps); return its view."""
+    store = _store()
+    rec = store.get(name)
+    children = store.children(name)
+    s = get_site(rec.site) if rec.site != "local" else local_site()
+    backend = backends.backend_for(s)
+    if JobStatus(rec.status).is_terminal:
+        return job_view(rec)
+    targets = [rec, *children]
+    store.update_many({r.name: {"extra": {**r.extra, "cancel_requested": True}} for r in targets})
+    for r in targets:
+        r.extra["cancel_requested"] = True
+    backend.cancel(targets)
+    deadline = time.time() + 15
+    while True:
+        refresh(targets, store)
+        rec = store.get(name)
+        if JobStatus(rec.status).is_terminal or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    if not JobStatus(rec.status).is_terminal and s.is_local:
+        store.update(name, status=JobStatus.CANCELED.value, ended=time.time(), reason="canceled by user")
+        rec = store.get(name)
+    return job_view(rec)
+
+
+def update_job(name: str, sets: Sequence[str]) -> dict[str, Any]:
+    """Change display_name, description, tags or properties (the only mutable fields, as in Azure)."""
+    store = _store()
+    rec = store.get(name)
+    changes: dict[str, Any] = {}
+    tags = dict(rec.tags)
+    props = dict(rec.properties)
+    for item in sets:
+        parts, value = parse_set(item)
+        head = parts[0]
+        if head not in MUTABLE_FIELDS:
+            raise UserError(
+                f"--set {item}: '{head}' cannot be changed after a job is created",
+                hint="only display_name, description, tags and properties can be updated",
+            )
+        if head in ("display_name", "description"):
+            if len(parts) != 1:
+                raise UserError(f"--set {item}: {head} is a string, not a mapping")
+            if value is not None and not isinstance(value, str):
+                value = str(value)
+            changes[head] = value
+        else:
+            target = tags if head == "tags" else props
+            if len(parts) == 1:
+                if not isinstance(value, dict):
+                    raise UserError(f"--set {item}: {head} must be a mapping", hint=f"use --set {head}.KEY=VALUE")
+                target.update({str(k): (None if v is None else str(v)) for k, v in value.items()})
+            elif len(parts) == 2:
+                target[str(parts[1])] = None if value is None else (value if isinstance(value, str) else str(value))
+            else:
+                raise UserError(f"--set {item}: {head} values are strings; nested keys are not allowed")
+            changes[head] = target
+    for k, v in changes.items():
+        if isinstance(v, str) and "\x00" in v:
+            raise UserError(f"{k} contains a NUL character")
+    store.update(name, **changes)
+    return job_view(store.get(name))
+
+
+def download_job(
+    name: str,
+    *,
+    all_outputs: bool = False,
+    output_name: str | None = None,
+    download_path: str | Path = ".",
+) -> dict[str, Any]:
+    """Download the job's default outputs (``artifacts/``) and, with *all_outputs*, named outputs."""
+    from hpcjobs.staging import download
+
+    store = _store()
+    rec = store.get(name)
+    s = get_site(rec.site) if rec.site != "local" else local_site()
+    backend = backends.backend_for(s)
+    return download(backend, store, rec, all_outputs=all_outputs, output_name=output_name, download_path=Path(download_path))
+
+
+def exit_code_for(status: JobStatus) -> int:
+    """The process exit code that reflects a job's end state."""
+    return EXIT_CODES.get(status, 4)

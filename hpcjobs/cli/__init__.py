@@ -1,0 +1,1 @@
+"""The ``hpcjobs`` command line (typer).  Thin: parse, call :mod:`hpcjobs.api`, print."""

@@ -1,0 +1,570 @@
+"""Planners: a validated job + a site -> a :class:`Plan` of scripts to submit.  Pure.
+
+A plan is data: the rendered scripts, the sbatch options, the files to write, the
+code snapshot to ship and the inputs to upload.  ``--dry-run`` prints it; ``submit``
+carries it out.  Nothing here touches the network, runs a process or reads a clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpcjobs import expr
+from hpcjobs.errors import ValidationError, known_list_hint
+from hpcjobs.render import render
+from hpcjobs.shellquote import check_directive_value, shq
+from hpcjobs.site import Compute, Site
+from hpcjobs.spec import models as m
+from hpcjobs.spec.load import Loaded, is_uri
+from hpcjobs.sweep.sampling import format_value
+
+JOB_DIR_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.,+@/=-~"
+
+
+@dataclass
+class Target:
+    """What the planner needs to know about the machine that will run the job."""
+
+    home: str
+    user: str
+    #: local paths of data inputs -> where they are on the target (SSH uploads)
+    uploaded: dict[str, str] = field(default_factory=dict)
+    #: code snapshot hash (see :mod:`hpcjobs.snapshot`)
+    code_digest: str | None = None
+
+
+@dataclass
+class Script:
+    """One sbatch submission (or one local process)."""
+
+    key: str
+    job_name: str
+    script_path: str
+    text: str
+    sbatch_options: list[str]
+    #: keys of scripts this one waits for, and how ("afterok" / "afterany")
+    depends_on: list[str] = field(default_factory=list)
+    dependency_type: str = "afterok"
+    array: str | None = None
+    #: number of array tasks (1 for a plain job)
+    tasks: int = 1
+
+
+@dataclass
+class Plan:
+    """Everything ``job create`` will do, as data."""
+
+    name: str
+    kind: str
+    site: str
+    compute: str
+    job_dir: str
+    token: str
+    scripts: list[Script]
+    files: dict[str, bytes] = field(default_factory=dict)
+    code_src: str | None = None
+    code_dir: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    uploads: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    children: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (for ``--dry-run -o json``)."""
+        return {
+            "name": self.name,
+            "type": self.kind,
+            "site": self.site,
+            "compute": self.compute,
+            "job_dir": self.job_dir,
+            "code": {"source": self.code_src, "snapshot": self.code_dir},
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "uploads": self.uploads,
+            "warnings": self.warnings,
+            "scripts": [
+                {
+                    "key": s.key,
+                    "path": s.script_path,
+                    "sbatch_options": s.sbatch_options,
+                    "depends_on": s.depends_on,
+                    "array": s.array,
+                    "text": s.text,
+                }
+                for s in self.scripts
+            ],
+            "files": sorted(self.files),
+            "children": self.children,
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+def job_root(site: Site, target: Target) -> str:
+    """The site's job root on the target, checked for characters Slurm mishandles."""
+    root = site.expand(site.job_root, home=target.home, user=target.user)
+    if not root.startswith("/"):
+        raise ValidationError(f"job_root {site.job_root!r} of site '{site.name}' must be an absolute path (or start with ~)")
+    bad = sorted({c for c in root if c not in JOB_DIR_SAFE})
+    if bad:
+        raise ValidationError(
+            f"job_root {root!r} contains characters that Slurm's --output patterns cannot carry: {''.join(bad)!r}",
+            hint="choose a job_root made of letters, digits and /._-",
+        )
+    return root.rstrip("/")
+
+
+def _mem_mb(text: str) -> str:
+    return text if text[-1:].isalpha() else f"{text}M"
+
+
+def sbatch_options(
+    site: Site,
+    compute_name: str,
+    compute: Compute,
+    *,
+    job_name: str,
+    token: str,
+    output: str,
+    resources: m.Resources | None,
+    distribution: Any,
+    timeout: int | None,
+) -> tuple[list[str], list[str]]:
+    """The ``#SBATCH`` options for a command (and the warnings they raise)."""
+    from hpcjobs.slurm import format_slurm_time, parse_slurm_time
+
+    warnings: list[str] = []
+    opts: list[str] = []
+
+    def add(flag: str, value: str | int, what: str) -> None:
+        opts.append(f"--{flag}={check_directive_value(str(value), what)}")
+
+    add("job-name", job_name, "name")
+    add("comment", f"hpcjobs:{token}", "token")
+    partition = compute.partition
+    gpus = compute.gpus_per_node
+    gpu_type = compute.gpu_type
+    cpus = compute.cpus_per_task
+    memory = compute.memory
+    it_name = (resources.instance_type if resources else None) or compute.default_instance_type
+    if it_name:
+        if it_name not in compute.instance_types:
+            raise ValidationError(
+                f"instance type '{it_name}' is not defined for compute '{compute_name}' of site '{site.name}'",
+                hint=known_list_hint(it_name, compute.instance_types, "instance types"),
+                field="resources.instance_type",
+            )
+        it = compute.instance_types[it_name]
+        gpus = it.gpus
+        gpu_type = it.gpu_type or gpu_type
+        cpus = it.cpus or cpus
+        memory = it.memory or memory
+        partition = it.partition or partition
+    if partition:
+        add("partition", partition, f"computes.{compute_name}.partition")
+    if compute.account:
+        add("account", compute.account, f"computes.{compute_name}.account")
+    if compute.qos:
+        add("qos", compute.qos, f"computes.{compute_name}.qos")
+    nodes = resources.instance_count if resources else 1
+    if compute.max_nodes and nodes > compute.max_nodes:
+        raise ValidationError(
+            f"resources.instance_count {nodes} is more than compute '{compute_name}' allows ({compute.max_nodes})",
+            field="resources.instance_count",
+        )
+    add("nodes", nodes, "resources.instance_count")
+    per_node = 1
+    if distribution is not None and getattr(distribution, "type", None) in ("pytorch", "mpi"):
+        per_node = distribution.process_count_per_instance
+    elif distribution is not None and getattr(distribution, "type", None) == "tensorflow":
+        total = (distribution.worker_count or nodes) + distribution.parameter_server_count
+        per_node = max(1, -(-total // nodes))
+    add("ntasks-per-node", per_node, "distribution.process_count_per_instance")
+    if cpus:
+        add("cpus-per-task", cpus, "cpus")
+    if memory:
+        add("mem", _mem_mb(memory), "memory")
+    if gpus:
+        spec = f"{gpu_type}:{gpus}" if gpu_type else str(gpus)
+        if site.gpu_request == "gres":
+            add("gres", f"gpu:{spec}", "gpus")
+        else:
+            add("gpus-per-node", spec, "gpus")
+    limit = timeout
+    if limit is None and compute.time_limit is not None:
+        limit = compute.time_limit if isinstance(compute.time_limit, int) else parse_slurm_time(compute.time_limit)
+    if limit:
+        add("time", format_slurm_time(int(limit)), "limits.timeout")
+    add("output", output, "job_root")
+    opts.append("--open-mode=append")
+    for extra in compute.sbatch_options:
+        opts.append(check_directive_value(extra, f"computes.{compute_name}.sbatch_options"))
+    if resources and resources.shm_size and site.environment.runtime in ("none", "charliecloud"):
+        warnings.append(f"resources.shm_size={resources.shm_size} is ignored: site '{site.name}' runs without a container runtime that can size /dev/shm")
+    return opts, warnings
+
+
+def heredoc_marker(command: str) -> str:
+    """A heredoc delimiter that no line of *command* equals."""
+    base = "HPCJOBS_COMMAND_EOF"
+    lines = set(command.splitlines())
+    marker = base
+    n = 0
+    while marker in lines:
+        n += 1
+        marker = f"{base}_{n}"
+    return marker
+
+
+@dataclass
+class CommandContext:
+    """The pieces of one command (a job, a trial template or a pipeline step)."""
+
+    command: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    env_vars: dict[str, Any]
+    environment: Any
+    resources: m.Resources | None
+    distribution: Any
+    timeout: int | None
+    code: str | None
+
+
+def resolve_input_path(site: Site, target: Target, name: str, inp: m.DataInput, *, field_path: str) -> str:
+    """Where a data input is on the target (before mode handling)."""
+    path = inp.path
+    if path is None:
+        raise ValidationError(f"data input '{name}' has no path", field=field_path)
+    if path.startswith("azureml://datastores/"):
+        rest = path[len("azureml://datastores/") :]
+        ds, _, sub = rest.partition("/")
+        if ds not in site.datastores:
+            raise ValidationError(
+                f"datastore '{ds}' is not defined for site '{site.name}'",
+                hint=known_list_hint(ds, site.datastores, "datastores"),
+                field=field_path,
+            )
+        sub = sub.removeprefix("paths/")
+        base = site.expand(site.datastores[ds], home=target.home, user=target.user)
+        return posixpath.join(base, sub) if sub else base
+    if path.startswith("azureml:"):
+        raise ValidationError(
+            f"data asset '{path}' is not registered on site '{site.name}'",
+            hint="register it with hpcjobs data create, or give a local path or an azureml://datastores/ URI",
+            field=field_path,
+        )
+    if path.startswith(("http://", "https://")):
+        return path
+    if is_uri(path):
+        raise ValidationError(f"input path '{path}' uses a storage scheme this site cannot reach", field=field_path)
+    return target.uploaded.get(path, path)
+
+
+def command_env(
+    site: Site,
+    target: Target,
+    ctx: CommandContext,
+    *,
+    job_name: str,
+    out_base: str,
+    task_dir_var: str,
+    field_prefix: str = "",
+) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str]], dict[str, str], dict[str, str], str, list[str]]:
+    """Environment, dirs to create, downloads, input and output paths and the final command."""
+    env: list[tuple[str, str]] = []
+    for k, v in site.job_env.items():
+        env.append((k, v))
+    for k, v in ctx.env_vars.items():
+        if v is None:
+            continue
+        env.append((k, format_value(v)))
+    mkdirs: list[str] = []
+    downloads: list[tuple[str, str]] = []
+    in_paths: dict[str, str] = {}
+    out_paths: dict[str, str] = {}
+    set_inputs: set[str] = set()
+    warnings: list[str] = []
+    for name, inp in ctx.inputs.items():
+        var = f"AZURE_ML_INPUT_{name}"
+        if isinstance(inp, m.LiteralInput):
+            if inp.value is None:
+                continue
+            text = format_value(inp.value)
+            env.append((var, text))
+            env.append((f"AZUREML_PARAMETER_{name}", text))
+            in_paths[name] = text
+            set_inputs.add(name)
+            continue
+        assert isinstance(inp, m.DataInput)
+        if inp.path is None:
+            continue
+        fpath = f"{field_prefix}inputs.{name}.path"
+        where = resolve_input_path(site, target, name, inp, field_path=fpath)
+        if inp.mode == "direct":
+            value = inp.path if inp.path.startswith(("http://", "https://", "azureml:")) else where
+        elif where.startswith(("http://", "https://")):
+            fname = posixpath.basename(where.split("?", 1)[0].rstrip("/")) or name
+            dest_dir = f"{task_dir_var}/inputs/{name}"
+            value = dest_dir + "/" + fname if inp.type == "uri_file" else dest_dir
+            downloads.append(("__url__" + where, dest_dir + "/" + fname))
+        elif inp.mode in ("download", "eval_download"):
+            base = posixpath.basename(where.rstrip("/")) or name
+            value = f"{task_dir_var}/inputs/{name}" + (f"/{base}" if inp.type == "uri_file" else "")
+            downloads.append((where, value))
+        else:
+            value = where
+        env.append((var, value))
+        in_paths[name] = value
+        set_inputs.add(name)
+    for name, out in ctx.outputs.items():
+        out = out if isinstance(out, m.JobOutput) else m.JobOutput()
+        if out.path and out.path.startswith("azureml://datastores/"):
+            rest = out.path[len("azureml://datastores/") :]
+            ds, _, sub = rest.partition("/")
+            if ds not in site.datastores:
+                raise ValidationError(
+                    f"datastore '{ds}' is not defined for site '{site.name}'",
+                    hint=known_list_hint(ds, site.datastores, "datastores"),
+                    field=f"{field_prefix}outputs.{name}.path",
+                )
+            sub = sub.removeprefix("paths/").replace("${{name}}", job_name).replace("${{output_name}}", name)
+            base = site.expand(site.datastores[ds], home=target.home, user=target.user)
+            path = posixpath.join(base, sub) if sub else base
+        elif out.path and out.path.startswith("/"):
+            path = out.path.replace("${{name}}", job_name).replace("${{output_name}}", name)
+        else:
+            path = f"{out_base}/{name}"
+        if out.type == "uri_file":
+            mkdirs.append(posixpath.dirname(path))
+        else:
+            mkdirs.append(path)
+        env.append((f"AZURE_ML_OUTPUT_{name}", path))
+        out_paths[name] = path
+
+    def keep(name: str) -> bool:
+        return name in set_inputs
+
+    command = expr.resolve_optional(ctx.command, keep)
+    for ref in expr.find_refs(command):
+        if ref.namespace == "inputs" and ref.name not in set_inputs:
+            raise ValidationError(
+                f"${{{{inputs.{ref.name}}}}} is used but input '{ref.name}' has no value",
+                hint="give it a value (--set inputs.NAME=...) or wrap the part that uses it in $[[ ... ]]",
+                field=f"{field_prefix}command",
+            )
+
+    def var_for(ref: Any) -> str:
+        if ref.namespace == "inputs":
+            return f"AZURE_ML_INPUT_{ref.name}"
+        if ref.namespace == "outputs":
+            return f"AZURE_ML_OUTPUT_{ref.name}"
+        if ref.namespace == "search_space":
+            return f"AZUREML_SWEEP_{ref.name}"
+        if ref.namespace == "name":
+            return "HPCJOBS_JOB_NAME"
+        raise ValidationError(f"expression ${{{{{ref.text}}}}} cannot be used here", field=f"{field_prefix}command")
+
+    final = expr.substitute(command, var_for)
+    return env, mkdirs, downloads, in_paths, out_paths, final, warnings
+
+
+def environment_setup(site: Site, environment: Any, warnings: list[str]) -> tuple[list[str], str | None]:
+    """Shell lines that prepare the environment, and a launcher prefix (containers)."""
+    lines: list[str] = []
+    for mod in site.environment.modules:
+        lines.append(f"module load {shq(mod)}")
+    lines.extend(site.environment.setup)
+    if environment is None:
+        return lines, None
+    if isinstance(environment, str):
+        entry = site.environment.environments.get(environment) or site.environment.environments.get(environment.removeprefix("azureml:"))
+        if entry is None:
+            if site.environment.environments:
+                raise ValidationError(
+                    f"environment '{environment}' is not known on site '{site.name}'",
+                    hint=known_list_hint(environment, site.environment.environments, "environments"),
+                    field="environment",
+                )
+            warnings.append(f"environment '{environment}' is not mapped on site '{site.name}'; the command runs on the host")
+            return lines, None
+        for mod in entry.modules:
+            lines.append(f"module load {shq(mod)}")
+        lines.extend(entry.setup)
+        if entry.image and site.environment.runtime == "none":
+            warnings.append(f"environment image {entry.image} is ignored: site '{site.name}' has no container runtime; the command runs on the host")
+        return lines, None
+    assert isinstance(environment, m.InlineEnvironment)
+    if environment.image and site.environment.runtime == "none":
+        warnings.append(f"image {environment.image} is noted but not used: site '{site.name}' has no container runtime; the command runs on the host")
+    if environment.build is not None and site.environment.runtime == "none":
+        warnings.append(f"build context {environment.build.path} is ignored: site '{site.name}' has no container runtime; the command runs on the host")
+    if environment.conda_file is not None and site.environment.runtime == "none":
+        warnings.append("conda_file is not built on this site yet; the command runs in the host's Python")
+    return lines, None
+
+
+# --------------------------------------------------------------------------- command jobs
+def plan_command(loaded: Loaded, site: Site, target: Target, *, name: str, token: str) -> Plan:
+    """Plan a command job: one script."""
+    job = loaded.job
+    assert isinstance(job, m.CommandJob)
+    compute_name, compute = site.resolve_compute(job.compute)
+    root = job_root(site, target)
+    job_dir = f"{root}/{name}"
+    warnings = list(loaded.warnings)
+    ctx = CommandContext(
+        command=job.command,
+        inputs=job.inputs,
+        outputs=job.outputs,
+        env_vars=job.environment_variables,
+        environment=job.environment,
+        resources=job.resources,
+        distribution=job.distribution,
+        timeout=job.limits.timeout if job.limits else None,
+        code=job.code,
+    )
+    plan = Plan(name=name, kind="command", site=site.name, compute=compute_name, job_dir=job_dir, token=token, scripts=[], warnings=warnings)
+    script = _command_script(plan, site, target, compute_name, compute, ctx, key="main", job_name=name, task_dir=job_dir, root=root)
+    plan.scripts.append(script)
+    plan.meta = _meta(job, loaded)
+    return plan
+
+
+def _code_dir(plan: Plan, root: str, target: Target, code: str | None) -> str | None:
+    if not code:
+        return None
+    digest = target.code_digest or hashlib.sha256(code.encode()).hexdigest()[:32]
+    snap = f"{root}/.snapshots/{digest}"
+    plan.code_src = code
+    plan.code_dir = snap
+    return snap
+
+
+def _command_script(
+    plan: Plan,
+    site: Site,
+    target: Target,
+    compute_name: str,
+    compute: Compute,
+    ctx: CommandContext,
+    *,
+    key: str,
+    job_name: str,
+    task_dir: str,
+    root: str,
+    array: str | None = None,
+    tasks: int = 1,
+    params_file: str | None = None,
+    extra_env: list[tuple[str, str]] | None = None,
+    field_prefix: str = "",
+) -> Script:
+    code_dir = _code_dir(plan, root, target, ctx.code)
+    task_var = "$HPCJOBS_TASK_DIR" if array else task_dir
+    out_base = f"{task_dir}/named-outputs" if not array else f"{task_dir}/trials/$HPCJOBS_TASK_INDEX/named-outputs"
+    env, mkdirs, downloads, in_paths, out_paths, command, warns = command_env(
+        site, target, ctx, job_name=job_name, out_base=out_base, task_dir_var=task_var, field_prefix=field_prefix
+    )
+    plan.warnings.extend(warns)
+    if key == "main":
+        plan.inputs.update(in_paths)
+        plan.outputs.update(out_paths)
+    env.extend(extra_env or [])
+    setup, launcher = environment_setup(site, ctx.environment, plan.warnings)
+    log = f"{task_dir}/user_logs/std_log.txt" if not array else f"{task_dir}/user_logs/std_log_%a.txt"
+    if site.is_local:
+        opts: list[str] = []
+    else:
+        opts, w = sbatch_options(
+            site,
+            compute_name,
+            compute,
+            job_name=job_name,
+            token=plan.token,
+            output=log,
+            resources=ctx.resources,
+            distribution=ctx.distribution,
+            timeout=ctx.timeout,
+        )
+        plan.warnings.extend(w)
+        if array:
+            opts.append(f"--array={array}")
+    # paths with "$HPCJOBS_..." must expand at run time, so they are not quoted with shq
+    text = render(
+        "job.sh.j2",
+        sbatch_options=opts,
+        kind=plan.kind,
+        job_name=job_name,
+        job_dir=task_dir,
+        array=bool(array),
+        code_dir=code_dir,
+        params_file=params_file or "",
+        env=[(k, v) for k, v in env if "$HPCJOBS_" not in v],
+        env_setup=setup + [f'export {k}="{v}"' for k, v in env if "$HPCJOBS_" in v and _safe_runtime_path(v)],
+        mkdirs=[d for d in mkdirs if "$HPCJOBS_" not in d],
+        downloads=[(s, d) for s, d in downloads if not s.startswith("__url__")],
+        command=command,
+        heredoc=heredoc_marker(command),
+        launcher=launcher,
+    )
+    for s, d in downloads:
+        if s.startswith("__url__"):
+            text = text.replace(
+                'cd "$HPCJOBS_WORK" || hpcjobs_finish 73',
+                f'mkdir -p "$(dirname {shq(d)})" && curl -fsSL --retry 3 -o {shq(d)} {shq(s[7:])} || {{ echo "hpcjobs: cannot download {s[7:]!s} on the cluster (does the compute node reach the internet?)" >&2; hpcjobs_finish 75; }}\n'
+                'cd "$HPCJOBS_WORK" || hpcjobs_finish 73',
+                1,
+            )
+    return Script(
+        key=key,
+        job_name=job_name,
+        script_path=f"{task_dir}/job.sh" if key == "main" else f"{task_dir}/{key}.sh",
+        text=text,
+        sbatch_options=opts,
+        array=array,
+        tasks=tasks,
+    )
+
+
+def _safe_runtime_path(v: str) -> bool:
+    # runtime paths are built from validated job roots and names only
+    return all(c in JOB_DIR_SAFE or c == "$" for c in v.replace("$HPCJOBS_TASK_DIR", "").replace("$HPCJOBS_TASK_INDEX", ""))
+
+
+def _meta(job: Any, loaded: Loaded) -> dict[str, Any]:
+    experiment = job.experiment_name or (
+        posixpath.basename(str(job.code).rstrip("/")) if getattr(job, "code", None) else loaded.base_dir.name
+    )
+    return {
+        "display_name": job.display_name or None,
+        "experiment_name": experiment,
+        "description": job.description,
+        "tags": dict(job.tags),
+        "properties": dict(job.properties),
+        "file": str(loaded.path),
+    }
+
+
+def plan_job(loaded: Loaded, site: Site, target: Target, *, name: str, token: str) -> Plan:
+    """Plan any job type."""
+    if loaded.type == "command":
+        plan = plan_command(loaded, site, target, name=name, token=token)
+    elif loaded.type == "sweep":
+        from hpcjobs.plan_sweep import plan_sweep
+
+        plan = plan_sweep(loaded, site, target, name=name, token=token)
+    else:
+        from hpcjobs.plan_pipeline import plan_pipeline
+
+        plan = plan_pipeline(loaded, site, target, name=name, token=token)
+    plan.files[f"{plan.job_dir}/job.json"] = json.dumps(
+        {"name": name, "type": plan.kind, "site": site.name, "compute": plan.compute, "token": token, **plan.meta},
+        indent=1,
+        sort_keys=True,
+    ).encode()
+    return plan
