@@ -1,0 +1,1 @@
+"""Sweep support: search-space sampling, early-termination policies, bayesian sampling."""

@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sacct", "--parsable2", "--noheader", "--format=JobID,JobIDRaw,State,ExitCode,DerivedExitCode,Elapsed,Start,End,Submit,NodeList,AllocNodes,Partition,Reason,JobName", "--starttime=2026-11-29T02:00:00", "--endtime=now", "--allocations"], "returncode": 0}

@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sacct", "--parsable2", "--noheader", "--format=JobID,JobIDRaw,State,ExitCode,DerivedExitCode,Elapsed,Start,End,Submit,NodeList,AllocNodes,Partition,Reason,JobName", "--starttime=now-1hour", "--endtime=now", "--allocations", "--name=rec-held,rec-begin,rec-dep,rec-ok", "--state=PENDING,COMPLETED"], "returncode": 0}

@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sbatch", "--parsable", "-A", "nosuchacct"], "returncode": 1}

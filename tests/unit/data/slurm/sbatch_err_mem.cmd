@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sbatch", "--parsable", "--mem=100G"], "returncode": 1}

@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sbatch", "--parsable", "/srv/hpcjobs/slurmrec/missing.sh"], "returncode": 1}

@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sbatch", "--parsable"], "returncode": 1}

@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sbatch", "--parsable", "--no-such-option"], "returncode": 255}

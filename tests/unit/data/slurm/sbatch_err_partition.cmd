@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sbatch", "--parsable", "-p", "nosuchpart"], "returncode": 1}

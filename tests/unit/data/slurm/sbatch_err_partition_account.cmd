@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sbatch", "--parsable", "-A", "physics", "-p", "debug", "--qos=normal", "--constraint=nosuchfeature"], "returncode": 1}

@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sbatch", "--parsable", "-J", "rec-stdin", "-o", "/dev/null"], "returncode": 0}

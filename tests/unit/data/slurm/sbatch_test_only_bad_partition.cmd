@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sbatch", "--parsable", "--test-only", "-p", "nosuchpart"], "returncode": 1}

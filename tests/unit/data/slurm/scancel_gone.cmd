@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["scancel", "999999"], "returncode": 0}

@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["scancel", "12"], "returncode": 0}

@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["scontrol", "show", "config"], "returncode": 0}

@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["scontrol", "--oneliner", "show", "job", "999999"], "returncode": 1}

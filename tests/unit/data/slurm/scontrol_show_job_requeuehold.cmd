@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["scontrol", "--oneliner", "show", "job", "14"], "returncode": 0}

@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["sinfo", "--noheader", "--format=%P|%a|%l|%D|%T|%c|%m|%G|%F|%N", "--partition=gpu"], "returncode": 0}

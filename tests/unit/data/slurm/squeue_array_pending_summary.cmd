@@ -1,0 +1,1 @@
+{"user": "alice", "argv": ["squeue", "--noheader", "--format=%i|%A|%F|%K|%T|%r|%N|%D|%M|%l|%S|%V|%u|%P|%j", "--me", "--name=rec-array-throttled"], "returncode": 0}
