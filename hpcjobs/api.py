@@ -97,8 +97,9 @@ def validate_job(file: str | Path, sets: Sequence[str] = (), site: str | None = 
 
 def _new_name(store: Store, name: str | None, loaded: Loaded) -> str:
     if name is not None:
-        from hpcjobs.spec.models import NAME_RE
         import re
+
+        from hpcjobs.spec.models import NAME_RE
 
         if not re.match(NAME_RE, name):
             raise ValidationError(f"invalid job name {name!r}", hint="names use letters, digits, _ and - (at most 255)")
@@ -221,27 +222,23 @@ def create_job(
         # nothing was submitted (the backend raises only before or instead of sbatch)
         store.delete(job_name)
         raise
+    for notice in getattr(backend, "notices", []):
+        if on_warning:
+            on_warning(notice)
     all_ids = [i for key in ids for i in ids[key]]
     store.update(job_name, status=JobStatus.QUEUED.value, slurm_ids=all_ids, submitted=time.time())
     child_updates = {}
     for c in p.children:
         key_ids = ids.get(c.get("script_key", c["key"]), [])
         sid = list(key_ids)
-        if "array_index" in c and key_ids:
-            sid = [_array_task_id(key_ids, c["array_index"], c.get("array_chunks"))]
+        if "array_task" in c and key_ids and not key_ids[0].startswith("local:"):
+            sid = [f"{key_ids[0]}_{c['array_task']}"]
         child_updates[c["name"]] = {"status": JobStatus.QUEUED.value, "slurm_ids": sid, "submitted": time.time()}
     store.update_many(child_updates)
+    from hpcjobs import tracking
+
+    tracking.on_submitted(s, p, [store.get(job_name), *store.children(job_name)], store)
     return job_view(store.get(job_name))
-
-
-def _array_task_id(ids: list[str], index: int, chunks: list[tuple[int, int]] | None) -> str:
-    if ids and ids[0].startswith("local:"):
-        return ids[0]
-    if chunks:
-        for sid, (lo, hi) in zip(ids, chunks, strict=False):
-            if lo <= index <= hi:
-                return f"{sid}_{index - lo}"
-    return f"{ids[0]}_{index}"
 
 
 # --------------------------------------------------------------------------- status
@@ -266,7 +263,9 @@ def refresh(records: Sequence[JobRecord], store: Store | None = None) -> list[Jo
         parents = [r for r in recs if r.type in ("sweep", "pipeline")]
         plain = [r for r in recs if r.type not in ("sweep", "pipeline")]
         for p in parents:
-            kids.extend(c for c in store.children(p.name) if not JobStatus(c.status).is_terminal and c.name not in {x.name for x in plain})
+            kids.extend(
+                c for c in store.children(p.name) if not JobStatus(c.status).is_terminal and c.name not in {x.name for x in plain}
+            )
         updates = backend.refresh(plain + kids)
         all_updates.update(updates)
         for p in parents:
@@ -279,6 +278,19 @@ def refresh(records: Sequence[JobRecord], store: Store | None = None) -> list[Jo
             if agg:
                 all_updates[p.name] = agg
     store.update_many({k: dict(v) for k, v in all_updates.items()})
+    finished = [n for n, u in all_updates.items() if JobStatus(u.get("status", JobStatus.UNKNOWN.value)).is_terminal]
+    if finished:
+        from hpcjobs import tracking
+
+        for site_name in {r.site for r in active}:
+            recs_done = [
+                store.get(n)
+                for n in finished
+                if n in {r.name for r in active if r.site == site_name} or store.get(n).site == site_name
+            ]
+            if recs_done:
+                s2 = get_site(site_name) if site_name != "local" else local_site()
+                tracking.on_terminal(s2, backends.backend_for(s2), recs_done, store)
     out = []
     for r in records:
         if r.name in all_updates:
@@ -300,7 +312,12 @@ def aggregate_status(parent: JobRecord, children: list[JobRecord]) -> dict[str, 
         out["started"] = min(started)
     if all(s.is_terminal for s in states):
         out["ended"] = max(ended) if ended else time.time()
-        if parent.extra.get("cancel_requested") or (JobStatus.CANCELED in states and JobStatus.FAILED not in states and parent.type == "pipeline" and all(s != JobStatus.COMPLETED for s in states)):
+        if parent.extra.get("cancel_requested") or (
+            JobStatus.CANCELED in states
+            and JobStatus.FAILED not in states
+            and parent.type == "pipeline"
+            and all(s != JobStatus.COMPLETED for s in states)
+        ):
             out["status"] = JobStatus.CANCELED.value
         elif parent.type == "sweep":
             ok = sum(1 for s in states if s == JobStatus.COMPLETED)
@@ -408,8 +425,13 @@ def list_jobs(
         k, sep, v = t.partition("=")
         tag_filter[k] = v if sep else None
     recs = store.list(
-        status=None, site=site, experiment=experiment, tags=tag_filter or None, parent=parent,
-        top_level=parent is None and not all_jobs, limit=None if wanted else max_results,
+        status=None,
+        site=site,
+        experiment=experiment,
+        tags=tag_filter or None,
+        parent=parent,
+        top_level=parent is None and not all_jobs,
+        limit=None if wanted else max_results,
     )
     if refresh_state:
         active = [r for r in recs if not JobStatus(r.status).is_terminal]

@@ -205,7 +205,10 @@ def sbatch_options(
     for extra in compute.sbatch_options:
         opts.append(check_directive_value(extra, f"computes.{compute_name}.sbatch_options"))
     if resources and resources.shm_size and site.environment.runtime in ("none", "charliecloud"):
-        warnings.append(f"resources.shm_size={resources.shm_size} is ignored: site '{site.name}' runs without a container runtime that can size /dev/shm")
+        warnings.append(
+            f"resources.shm_size={resources.shm_size} is ignored: site '{site.name}' "
+            "runs without a container runtime that can size /dev/shm"
+        )
     return opts, warnings
 
 
@@ -383,7 +386,9 @@ def environment_setup(site: Site, environment: Any, warnings: list[str]) -> tupl
     if environment is None:
         return lines, None
     if isinstance(environment, str):
-        entry = site.environment.environments.get(environment) or site.environment.environments.get(environment.removeprefix("azureml:"))
+        entry = site.environment.environments.get(environment) or site.environment.environments.get(
+            environment.removeprefix("azureml:")
+        )
         if entry is None:
             if site.environment.environments:
                 raise ValidationError(
@@ -397,13 +402,19 @@ def environment_setup(site: Site, environment: Any, warnings: list[str]) -> tupl
             lines.append(f"module load {shq(mod)}")
         lines.extend(entry.setup)
         if entry.image and site.environment.runtime == "none":
-            warnings.append(f"environment image {entry.image} is ignored: site '{site.name}' has no container runtime; the command runs on the host")
+            warnings.append(
+                f"environment image {entry.image} is ignored: site '{site.name}' has no container runtime; the command runs on the host"
+            )
         return lines, None
     assert isinstance(environment, m.InlineEnvironment)
     if environment.image and site.environment.runtime == "none":
-        warnings.append(f"image {environment.image} is noted but not used: site '{site.name}' has no container runtime; the command runs on the host")
+        warnings.append(
+            f"image {environment.image} is noted but not used: site '{site.name}' has no container runtime; the command runs on the host"
+        )
     if environment.build is not None and site.environment.runtime == "none":
-        warnings.append(f"build context {environment.build.path} is ignored: site '{site.name}' has no container runtime; the command runs on the host")
+        warnings.append(
+            f"build context {environment.build.path} is ignored: site '{site.name}' has no container runtime; the command runs on the host"
+        )
     if environment.conda_file is not None and site.environment.runtime == "none":
         warnings.append("conda_file is not built on this site yet; the command runs in the host's Python")
     return lines, None
@@ -429,8 +440,19 @@ def plan_command(loaded: Loaded, site: Site, target: Target, *, name: str, token
         timeout=job.limits.timeout if job.limits else None,
         code=job.code,
     )
-    plan = Plan(name=name, kind="command", site=site.name, compute=compute_name, job_dir=job_dir, token=token, scripts=[], warnings=warnings)
-    script = _command_script(plan, site, target, compute_name, compute, ctx, key="main", job_name=name, task_dir=job_dir, root=root)
+    plan = Plan(
+        name=name,
+        kind="command",
+        site=site.name,
+        compute=compute_name,
+        job_dir=job_dir,
+        token=token,
+        scripts=[],
+        warnings=warnings,
+    )
+    script = _command_script(
+        plan, site, target, compute_name, compute, ctx, key="main", job_name=name, task_dir=job_dir, root=root
+    )
     plan.scripts.append(script)
     plan.meta = _meta(job, loaded)
     return plan
@@ -461,6 +483,7 @@ def _command_script(
     array: str | None = None,
     tasks: int = 1,
     params_file: str | None = None,
+    array_offset: int = 0,
     extra_env: list[tuple[str, str]] | None = None,
     field_prefix: str = "",
 ) -> Script:
@@ -475,7 +498,12 @@ def _command_script(
         plan.inputs.update(in_paths)
         plan.outputs.update(out_paths)
     env.extend(extra_env or [])
+    from hpcjobs import tracking
+
+    t_env, t_setup = tracking.script_env(site, target, plan, key=key, job_name=job_name, task_dir=task_dir, array=bool(array))
+    env.extend(t_env)
     setup, launcher = environment_setup(site, ctx.environment, plan.warnings)
+    setup = setup + t_setup
     log = f"{task_dir}/user_logs/std_log.txt" if not array else f"{task_dir}/user_logs/std_log_%a.txt"
     if site.is_local:
         opts: list[str] = []
@@ -494,7 +522,6 @@ def _command_script(
         plan.warnings.extend(w)
         if array:
             opts.append(f"--array={array}")
-    # paths with "$HPCJOBS_..." must expand at run time, so they are not quoted with shq
     text = render(
         "job.sh.j2",
         sbatch_options=opts,
@@ -502,24 +529,18 @@ def _command_script(
         job_name=job_name,
         job_dir=task_dir,
         array=bool(array),
+        array_offset=array_offset,
         code_dir=code_dir,
         params_file=params_file or "",
-        env=[(k, v) for k, v in env if "$HPCJOBS_" not in v],
-        env_setup=setup + [f'export {k}="{v}"' for k, v in env if "$HPCJOBS_" in v and _safe_runtime_path(v)],
-        mkdirs=[d for d in mkdirs if "$HPCJOBS_" not in d],
-        downloads=[(s, d) for s, d in downloads if not s.startswith("__url__")],
+        env=[(k, shell_word(v)) for k, v in env],
+        env_setup=setup,
+        mkdirs=[shell_word(d) for d in mkdirs],
+        downloads=[(shell_word(s), shell_word(d)) for s, d in downloads if not s.startswith("__url__")],
+        url_downloads=[(shq(s[len("__url__") :]), shell_word(d)) for s, d in downloads if s.startswith("__url__")],
         command=command,
         heredoc=heredoc_marker(command),
         launcher=launcher,
     )
-    for s, d in downloads:
-        if s.startswith("__url__"):
-            text = text.replace(
-                'cd "$HPCJOBS_WORK" || hpcjobs_finish 73',
-                f'mkdir -p "$(dirname {shq(d)})" && curl -fsSL --retry 3 -o {shq(d)} {shq(s[7:])} || {{ echo "hpcjobs: cannot download {s[7:]!s} on the cluster (does the compute node reach the internet?)" >&2; hpcjobs_finish 75; }}\n'
-                'cd "$HPCJOBS_WORK" || hpcjobs_finish 73',
-                1,
-            )
     return Script(
         key=key,
         job_name=job_name,
@@ -531,9 +552,29 @@ def _command_script(
     )
 
 
-def _safe_runtime_path(v: str) -> bool:
-    # runtime paths are built from validated job roots and names only
-    return all(c in JOB_DIR_SAFE or c == "$" for c in v.replace("$HPCJOBS_TASK_DIR", "").replace("$HPCJOBS_TASK_INDEX", ""))
+RUNTIME_VARS = ("$HPCJOBS_TASK_DIR", "$HPCJOBS_TASK_INDEX")
+
+
+def shell_word(value: str) -> str:
+    """Quote *value* for bash, letting our own run-time variables expand.
+
+    Array tasks find their folders through ``$HPCJOBS_TASK_DIR`` / ``$HPCJOBS_TASK_INDEX``;
+    those two names (and only they) are left to bash; everything around them goes
+    through :func:`shq`.
+    """
+    out: list[str] = []
+    rest = value
+    while rest:
+        hits = [(rest.find(v), v) for v in RUNTIME_VARS if rest.find(v) >= 0]
+        if not hits:
+            out.append(shq(rest))
+            break
+        pos, var = min(hits)
+        if pos:
+            out.append(shq(rest[:pos]))
+        out.append('"' + var + '"')
+        rest = rest[pos + len(var) :]
+    return "".join(out) if out else "''"
 
 
 def _meta(job: Any, loaded: Loaded) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from hpcjobs.spec.models import Model
 from hpcjobs.spec.yamlload import load_yaml_file
 
 SITE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-TOKEN_RE = r"^[A-Za-z0-9_.,:=+@/\-\[\]]+$"
+TOKEN_RE = r"^[A-Za-z0-9_.,:=+@/\-\[\]]+$"  # noqa: S105 - a pattern, not a password
 MEM_RE = r"^[0-9]+[KMGT]?$"
 
 
@@ -52,7 +52,9 @@ class Compute(Model):
     max_nodes: Annotated[int, Field(ge=1)] | None = None
     instance_types: dict[str, InstanceType] = Field(default_factory=dict)
     default_instance_type: str | None = None
-    sbatch_options: list[Annotated[str, Field(pattern=r"^--[A-Za-z0-9-]+(=[A-Za-z0-9_.,:=+@%/\-\[\]]+)?$")]] = Field(default_factory=list)
+    sbatch_options: list[Annotated[str, Field(pattern=r"^--[A-Za-z0-9-]+(=[A-Za-z0-9_.,:=+@%/\-\[\]]+)?$")]] = Field(
+        default_factory=list
+    )
     description: str | None = None
 
     @model_validator(mode="after")
@@ -138,9 +140,7 @@ class Site(Model):
         if self.scheduler == "slurm" and not self.computes:
             raise ValueError("a slurm site needs at least one compute under computes:")
         if self.default_compute and self.default_compute not in self.computes:
-            raise ValueError(
-                f"default_compute '{self.default_compute}' is not one of computes ({', '.join(self.computes)})"
-            )
+            raise ValueError(f"default_compute '{self.default_compute}' is not one of computes ({', '.join(self.computes)})")
         return self
 
     @property

@@ -30,7 +30,9 @@ app.add_typer(compute_app, name="compute")
 Output = Annotated[str, typer.Option("--output", "-o", help="Output format: table, json, yaml, tsv, none.")]
 Query = Annotated[str | None, typer.Option("--query", help="JMESPath query applied to the output (as az --query).")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set inputs.lr=0.01 (repeatable).")]
-SiteOpt = Annotated[str | None, typer.Option("--site", "-s", help="Site to use (default: the one set by `site use`, else local).")]
+SiteOpt = Annotated[
+    str | None, typer.Option("--site", "-s", help="Site to use (default: the one set by `site use`, else local).")
+]
 Name = Annotated[str, typer.Option("--name", "-n", help="Job name.")]
 
 JOB_COLUMNS = ("name", "display_name", "type", "status", "experiment_name", "compute", "site", "creation_context.created_at")
@@ -64,7 +66,9 @@ def job_create(
     stream: Annotated[bool, typer.Option("--stream", help="Follow the log until the job ends; exit with its state.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and every rendered script; touch nothing.")] = False,
     web: Annotated[bool, typer.Option("--web", help="Print the MLflow UI address of the run.")] = False,
-    output: Output = "json",
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output format: table, json, yaml, tsv, none (--dry-run: scripts).")
+    ] = None,
     query: Query = None,
 ) -> None:
     """Create (submit) a job from a YAML file."""
@@ -74,8 +78,8 @@ def job_create(
         plan = api.plan(file, set_ or [], name=name, site=site)
         for w in dict.fromkeys(plan.warnings):
             _warn(w)
-        if output in ("json", "yaml", "tsv") or query:
-            emit(plan.to_dict(), output, query)
+        if output is not None or query:
+            emit(plan.to_dict(), output or "json", query)
             return
         for s in plan.scripts:
             sys.stdout.write(f"# ===== {s.key}: {s.script_path} =====\n")
@@ -97,11 +101,14 @@ def job_create(
         _note(f"Site: {view['site']}  Compute: {view['compute']}  Scheduler ids: {', '.join(view['scheduler']['job_ids'])}")
         status = api.stream_job(view["name"], sys.stdout.buffer)
         final = api.show_job(view["name"], refresh_state=False)
-        _note(f"\nExecution Summary\n=================\nRunId: {final['name']}\nStatus: {final['status']}" + (f" ({final['reason']})" if final.get("reason") and status.value != "Completed" else ""))
-        if query or output != "json":
-            emit(final, output, query)
+        _note(
+            f"\nExecution Summary\n=================\nRunId: {final['name']}\nStatus: {final['status']}"
+            + (f" ({final['reason']})" if final.get("reason") and status.value != "Completed" else "")
+        )
+        if query or output is not None:
+            emit(final, output or "json", query)
         raise typer.Exit(api.exit_code_for(status))
-    emit(view, output, query)
+    emit(view, output or "json", query)
 
 
 @job_app.command("validate")
@@ -109,7 +116,10 @@ def job_validate(
     file: Annotated[str, typer.Option("--file", "-f", help="The job YAML file.")],
     set_: Sets = None,
     site: SiteOpt = None,
-    test_only: Annotated[bool, typer.Option("--test-only/--no-test-only", help="Also ask Slurm (sbatch --test-only) whether it would accept the job.")] = True,
+    test_only: Annotated[
+        bool,
+        typer.Option("--test-only/--no-test-only", help="Also ask Slurm (sbatch --test-only) whether it would accept the job."),
+    ] = True,
     output: Output = "json",
     query: Query = None,
 ) -> None:
@@ -136,7 +146,9 @@ def job_show(name: Name, output: Output = "json", query: Query = None) -> None:
 def job_list(
     status: Annotated[list[str] | None, typer.Option("--status", help="Only jobs in this state (repeatable).")] = None,
     experiment: Annotated[str | None, typer.Option("--experiment-name", help="Only this experiment.")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Only jobs with this tag (KEY or KEY=VALUE, repeatable).")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Only jobs with this tag (KEY or KEY=VALUE, repeatable).")
+    ] = None,
     parent: Annotated[str | None, typer.Option("--parent-job-name", "-p", help="Children (steps, trials) of this job.")] = None,
     site: SiteOpt = None,
     max_results: Annotated[int, typer.Option("--max-results", "-r", help="At most this many jobs.")] = 50,
@@ -148,7 +160,11 @@ def job_list(
     from hpcjobs import api
 
     jobs = api.list_jobs(
-        status=status or [], experiment=experiment, tags=tag or [], parent=parent, site=site,
+        status=status or [],
+        experiment=experiment,
+        tags=tag or [],
+        parent=parent,
+        site=site,
         max_results=None if all_results else max_results,
     )
     emit(jobs, output, query, columns=JOB_COLUMNS)
@@ -164,7 +180,10 @@ def job_stream(
 
     status = api.stream_job(name, sys.stdout.buffer, task=trial)
     final = api.show_job(name, refresh_state=False)
-    _note(f"\nRunId: {name}\nStatus: {status.value}" + (f" ({final['reason']})" if final.get("reason") and status.value != "Completed" else ""))
+    _note(
+        f"\nRunId: {name}\nStatus: {status.value}"
+        + (f" ({final['reason']})" if final.get("reason") and status.value != "Completed" else "")
+    )
     raise typer.Exit(api.exit_code_for(status))
 
 
@@ -262,6 +281,16 @@ def compute_show(
     emit(show_compute(name, site), output, query)
 
 
+# --------------------------------------------------------------------------- other groups
+def _register_extras() -> None:
+    from hpcjobs.cli import tracking_cmds
+
+    tracking_cmds.register(app, job_app)
+
+
+_register_extras()
+
+
 # --------------------------------------------------------------------------- entry
 def main() -> None:
     """Console-script entry: run the app, turning hpcjobs errors into messages and exit codes."""
@@ -277,7 +306,7 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - last resort: a message, not a traceback
+    except Exception as exc:
         import click
 
         if isinstance(exc, click.exceptions.ClickException):

@@ -121,6 +121,8 @@ def _cell(v: Any) -> Any:
         return Text(", ".join(f"{k}={_scalar(x)}" for k, x in v.items()))
     if isinstance(v, list):
         if v and all(isinstance(x, dict) for x in v):
-            return Text("\n".join(", ".join(f"{k}={_scalar(x)}" for k, x in item.items() if not isinstance(x, dict | list)) for item in v))
+            return Text(
+                "\n".join(", ".join(f"{k}={_scalar(x)}" for k, x in item.items() if not isinstance(x, dict | list)) for item in v)
+            )
         return Text(", ".join(_scalar(x) for x in v))
     return Text(_scalar(v))
