@@ -135,7 +135,7 @@ class Store:
                     raise
                 if i == attempts - 1:
                     raise RuntimeFailure("the job store stayed busy for too long; try again") from exc
-                time.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not crypto
+                time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.25)
         return None
 
@@ -187,7 +187,12 @@ class Store:
         row = self._retry(lambda: self._conn().execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone())
         if row is None:
             recent = [r[0] for r in self._conn().execute("SELECT name FROM jobs ORDER BY created DESC LIMIT 200")]
-            raise NotFoundError(f"no job named '{name}'", hint=known_list_hint(name, recent, "recent jobs") if recent else "no jobs yet; create one with hpcjobs job create -f FILE")
+            raise NotFoundError(
+                f"no job named '{name}'",
+                hint=known_list_hint(name, recent, "recent jobs")
+                if recent
+                else "no jobs yet; create one with hpcjobs job create -f FILE",
+            )
         return JobRecord.from_row(row)
 
     def find_token(self, token: str) -> JobRecord | None:
@@ -213,6 +218,8 @@ class Store:
             return
         with self.write() as conn:
             for name, fields in updates.items():
+                if not fields:
+                    continue
                 for f in _JSON_FIELDS:
                     if f in fields:
                         fields[f] = json.dumps(fields[f], sort_keys=True)

@@ -14,7 +14,7 @@ PY=${PYTHON:-python3}
 log() { printf '[run.sh %4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
 log "python packages"
-"$PY" -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -e 'Running pip as the' -e 'notice' || true
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -e 'Running pip as the' -e 'notice' -e 'WARNING: Location' || true
 
 log "test cluster (Slurm, munge, slurmdbd, sshd)"
 bash tests/cluster/up.sh

@@ -42,6 +42,8 @@ def to_tsv(data: Any) -> str:
         for item in data:
             if isinstance(item, dict):
                 lines.append("\t".join(_scalar(v) for v in item.values() if not isinstance(v, dict | list)))
+            elif isinstance(item, list):
+                lines.append("\t".join(_scalar(v) for v in item))
             else:
                 lines.append(_scalar(item))
         return "\n".join(lines)

@@ -13,6 +13,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   /usr/bin/python3 -m venv "$VENV"
 fi
 # system python (readable by everyone); the root pyenv lives under /root (mode 700)
-"$VENV/bin/pip" install -q --disable-pip-version-check . 'mlflow>=2.10' 2>&1 | grep -v -e 'notice' || true
+"$VENV/bin/pip" install -q --disable-pip-version-check . 'mlflow>=2.10' 2>&1 | grep -v -e 'notice' -e 'WARNING: Location' || true
 echo "$stamp" > "$VENV/.stamp"
 chmod -R a+rX "$VENV"
