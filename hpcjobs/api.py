@@ -18,17 +18,62 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from hpcjobs import backends
 from hpcjobs.errors import NotFoundError, UserError, ValidationError
 from hpcjobs.names import generate_job_name, new_token
-from hpcjobs.plan import Plan, plan_job
-from hpcjobs.site import Site, get_site, local_site
-from hpcjobs.spec import models as m
-from hpcjobs.spec.load import Loaded, load_job, parse_set
 from hpcjobs.status import JobStatus
 from hpcjobs.store import JobRecord, Store
+
+if TYPE_CHECKING:
+    from hpcjobs.plan import Plan
+    from hpcjobs.site import Site
+    from hpcjobs.spec.load import Loaded
+
+
+# The job file and planning modules (pydantic models, Jinja, samplers) are imported on
+# first use: `job list` and `job show` must not pay for them (see benchmarks/).
+def get_site(name: str | None) -> Site:
+    from hpcjobs.site import get_site as _get_site
+
+    return _get_site(name)
+
+
+def local_site() -> Site:
+    from hpcjobs.site import local_site as _local_site
+
+    return _local_site()
+
+
+def load_job(path: str | Path, sets: list[str] | None = None) -> Loaded:
+    from hpcjobs.spec.load import load_job as _load_job
+
+    return _load_job(path, sets)
+
+
+def parse_set(item: str) -> tuple[list[str | int], Any]:
+    from hpcjobs.spec.load import parse_set as _parse_set
+
+    return _parse_set(item)
+
+
+def plan_job(loaded: Loaded, site: Site, target: Any, *, name: str, token: str) -> Plan:
+    from hpcjobs.plan import plan_job as _plan_job
+
+    return _plan_job(loaded, site, target, name=name, token=token)
+
+
+class _LazyModels:
+    """``m.SweepJob`` etc. without importing the models at module import."""
+
+    def __getattr__(self, name: str) -> Any:
+        from hpcjobs.spec import models
+
+        return getattr(models, name)
+
+
+m = _LazyModels()
 
 MUTABLE_FIELDS = ("display_name", "description", "tags", "properties")
 
@@ -133,6 +178,16 @@ def plan(file: str | Path, sets: Sequence[str] = (), *, name: str | None = None,
         from hpcjobs.snapshot import take_snapshot
 
         target.code_digest = take_snapshot(code).digest
+    if isinstance(loaded.job, m.PipelineJob):
+        from hpcjobs.plan_pipeline import prepare_target
+
+        # code digests of every step, and which steps a completed run would let us reuse
+        prepare_target(loaded, s, target, _store())
+    if isinstance(loaded.job, m.SweepJob):
+        from hpcjobs.sweep.limits import with_cluster_limits
+
+        # MaxArraySize etc. from the cache only: a dry run asks the cluster nothing
+        s = with_cluster_limits(s, None)
     job_name = name or loaded.job.name or "dry_run_job"
     return plan_job(loaded, s, target, name=job_name, token="0" * 16)
 
@@ -152,6 +207,11 @@ def create_job(
     job_name = _new_name(store, name, loaded)
     backend = backends.backend_for(s)
     target = backend.target()
+    if isinstance(loaded.job, m.SweepJob):
+        from hpcjobs.sweep.limits import with_cluster_limits
+
+        # chunking and the submit-limit check need MaxArraySize/MaxSubmitJobs (cached per site)
+        s = with_cluster_limits(s, backend)
     code = getattr(loaded.job, "code", None) or (
         loaded.job.trial.code if isinstance(loaded.job, m.SweepJob) and isinstance(loaded.job.trial, m.TrialSpec) else None
     )
@@ -164,6 +224,10 @@ def create_job(
         for w in snap.warnings():
             loaded.warnings.append(w)
         git = git_info(code)
+    if isinstance(loaded.job, m.PipelineJob):
+        from hpcjobs.plan_pipeline import prepare_target
+
+        prepare_target(loaded, s, target, store, refresh=True)
     token = new_token()
     p = plan_job(loaded, s, target, name=job_name, token=token)
     for w in dict.fromkeys(p.warnings):
@@ -194,6 +258,7 @@ def create_job(
             "scripts": {sc.key: sc.script_path for sc in p.scripts},
             **({"sweep": p.meta["sweep"]} if "sweep" in p.meta else {}),
             **({"steps": p.meta["steps"]} if "steps" in p.meta else {}),
+            **({"pipeline": p.meta["pipeline"]} if "pipeline" in p.meta else {}),
         },
     )
     children = [
@@ -201,7 +266,7 @@ def create_job(
             name=c["name"],
             type=c.get("type", "command"),
             site=s.name,
-            status=JobStatus.NOT_STARTED.value,
+            status=c.get("status", JobStatus.NOT_STARTED.value),
             token=f"{token}.{c['key']}",
             compute=c.get("compute", p.compute),
             display_name=c.get("display_name") or c["name"],
@@ -209,11 +274,19 @@ def create_job(
             job_dir=c.get("job_dir"),
             parent=job_name,
             created=now,
+            started=c.get("started"),
+            ended=c.get("ended"),
+            exit_code=c.get("exit_code"),
             tags=c.get("tags") or {},
             extra=c.get("extra") or {},
         )
         for c in p.children
     ]
+    taken = [c.name for c in children if store.exists(c.name)]
+    if taken:
+        raise UserError(
+            f"job '{taken[0]}' already exists, and a step of this job would get that name", hint="choose another --name"
+        )
     store.add(rec)
     store.add_many(children)
     try:
@@ -229,12 +302,19 @@ def create_job(
     store.update(job_name, status=JobStatus.QUEUED.value, slurm_ids=all_ids, submitted=time.time())
     child_updates = {}
     for c in p.children:
+        if c.get("status") == JobStatus.COMPLETED.value:
+            # a reused pipeline step: nothing was submitted for it
+            continue
         key_ids = ids.get(c.get("script_key", c["key"]), [])
         sid = list(key_ids)
         if "array_task" in c and key_ids and not key_ids[0].startswith("local:"):
             sid = [f"{key_ids[0]}_{c['array_task']}"]
         child_updates[c["name"]] = {"status": JobStatus.QUEUED.value, "slurm_ids": sid, "submitted": time.time()}
     store.update_many(child_updates)
+    if p.kind == "pipeline":
+        from hpcjobs import reuse
+
+        reuse.record(store, s.name, p.children)
     from hpcjobs import tracking
 
     tracking.on_submitted(s, p, [store.get(job_name), *store.children(job_name)], store)
@@ -274,6 +354,11 @@ def refresh(records: Sequence[JobRecord], store: Store | None = None) -> list[Jo
                 if c.name in updates:
                     for k, v in updates[c.name].items():
                         setattr(c, k, v)
+            if p.type == "pipeline" and not s.is_local:
+                from hpcjobs.plan_pipeline import stop_after_failure
+
+                # continue_on_step_failure: false, for a step that died without its exit hook
+                stop_after_failure(p, children, backend)
             agg = aggregate_status(p, children)
             if agg:
                 all_updates[p.name] = agg
@@ -325,7 +410,7 @@ def aggregate_status(parent: JobRecord, children: list[JobRecord]) -> dict[str, 
             if ok == 0:
                 out["reason"] = "no trial completed"
         else:
-            bad = [c.name for c in children if JobStatus(c.status) in (JobStatus.FAILED, JobStatus.CANCELED)]
+            bad = [c.extra.get("step", c.name) for c in children if JobStatus(c.status) in (JobStatus.FAILED, JobStatus.CANCELED)]
             out["status"] = (JobStatus.FAILED if bad else JobStatus.COMPLETED).value
             if bad:
                 out["reason"] = "steps not completed: " + ", ".join(bad)
@@ -378,19 +463,9 @@ def job_view(rec: JobRecord, *, children: list[JobRecord] | None = None) -> dict
 
         view.update(sweep_view(rec, children))
     if children is not None and rec.type == "pipeline":
-        steps = rec.extra.get("steps", {})
-        view["steps"] = [
-            {
-                "name": c.extra.get("step", c.name),
-                "job_name": c.name,
-                "status": c.status,
-                "job_ids": c.slurm_ids,
-                "depends_on": steps.get(c.extra.get("step", ""), {}).get("depends_on", []),
-                "reused": bool(c.extra.get("reused_from")),
-                "exit_code": c.exit_code,
-            }
-            for c in children
-        ]
+        from hpcjobs.dag import steps_view
+
+        view["steps"] = steps_view(rec, children)
     return view
 
 
@@ -470,8 +545,11 @@ def stream_job(
     if rec.type == "sweep" and task is None:
         task = 0
     if rec.type == "pipeline":
-        kids = store.children(name)
-        log_rec = kids[-1] if kids else rec
+        from hpcjobs.dag import steps_view
+
+        # the log of the pipeline's last step (in dependency order)
+        order = [s["job_name"] for s in steps_view(rec, store.children(name))]
+        log_rec = store.get(order[-1]) if order else rec
     while True:
         chunk = backend.read_log(log_rec if rec.type != "sweep" else rec, offset, task if rec.type == "sweep" else None)
         if chunk:

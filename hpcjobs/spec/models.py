@@ -36,7 +36,7 @@ Scalar = StrictBool | StrictInt | StrictFloat | str
 class Model(BaseModel):
     """Base: unknown keys are errors; enum-like strings are matched case-insensitively."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, coerce_numbers_to_str=False)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, coerce_numbers_to_str=False, defer_build=True)
 
 
 def _lower(v: Any) -> Any:
@@ -357,7 +357,7 @@ InputPort = ParameterPort | DataPort
 class CommandComponent(Model):
     """A command component YAML (``commandComponent.schema.json``)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
     schema_: str | None = Field(default=None, alias="$schema")
     type: Literal["command"] = "command"
@@ -384,7 +384,7 @@ class CommandComponent(Model):
 class PipelineSettings(Model):
     """Pipeline ``settings``; unknown keys are kept (and warned about by the checker)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     default_compute: str | None = None
     default_datastore: str | None = None

@@ -195,6 +195,8 @@ Waittime=0
 SlurmdTimeout=60
 ReturnToService=2
 MaxArraySize=1001
+# benchmarks submit several 1000-task arrays; every task counts until MinJobAge after it ends
+MaxJobCount=100000
 
 NodeName=node1 NodeHostname=localhost NodeAddr=127.0.0.1 Port=17001 CPUs=2 RealMemory=4000 Gres=gpu:2 State=UNKNOWN
 NodeName=node2 NodeHostname=localhost NodeAddr=127.0.0.1 Port=17002 CPUs=2 RealMemory=4000 Gres=gpu:2 State=UNKNOWN
