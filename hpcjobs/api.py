@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from hpcjobs import backends
-from hpcjobs.errors import NotFoundError, UserError, ValidationError
+from hpcjobs.errors import NotFoundError, SubmissionUncertain, UserError, ValidationError
 from hpcjobs.names import generate_job_name, new_token
 from hpcjobs.status import JobStatus
 from hpcjobs.store import JobRecord, Store
@@ -188,8 +188,13 @@ def plan(file: str | Path, sets: Sequence[str] = (), *, name: str | None = None,
 
         # MaxArraySize etc. from the cache only: a dry run asks the cluster nothing
         s = with_cluster_limits(s, None)
+    from hpcjobs.uploads import plan_uploads
+
+    uploads = plan_uploads(loaded, s, target)
     job_name = name or loaded.job.name or "dry_run_job"
-    return plan_job(loaded, s, target, name=job_name, token="0" * 16)
+    p = plan_job(loaded, s, target, name=job_name, token="0" * 16)
+    p.uploads.update(uploads)
+    return p
 
 
 def create_job(
@@ -228,8 +233,13 @@ def create_job(
         from hpcjobs.plan_pipeline import prepare_target
 
         prepare_target(loaded, s, target, store, refresh=True)
+    from hpcjobs.uploads import plan_uploads
+
+    # SSH sites: local data inputs travel in the submission's tar, content-addressed
+    uploads = plan_uploads(loaded, s, target)
     token = new_token()
     p = plan_job(loaded, s, target, name=job_name, token=token)
+    p.uploads.update(uploads)
     for w in dict.fromkeys(p.warnings):
         if on_warning:
             on_warning(w)
@@ -291,6 +301,18 @@ def create_job(
     store.add_many(children)
     try:
         ids = backend.submit(p, [rec, *children])
+    except SubmissionUncertain as exc:
+        # the connection died while sbatch may have run: keep the job (Unknown) so it is
+        # never missing from the store; a refresh adopts it by its token if Slurm has it
+        known_ids = [i for k in (sc.key for sc in p.scripts) for i in ([exc.known[k]] if k in exc.known else [])]
+        store.update(
+            job_name,
+            status=JobStatus.UNKNOWN.value,
+            slurm_ids=known_ids,
+            reason="submission not confirmed (connection lost); looked up by its token on refresh",
+            extra={**rec.extra, "submit_uncertain": True},
+        )
+        raise
     except BaseException:
         # nothing was submitted (the backend raises only before or instead of sbatch)
         store.delete(job_name)

@@ -29,6 +29,7 @@ def _row(name: str, comp: Compute, site: Site, live: dict[str, slurm.PartitionIn
         "qos": comp.qos,
         "gpus_per_node": comp.gpus_per_node,
         "gpu_type": comp.gpu_type,
+        "aliases": ", ".join(comp.aliases) or None,
         "instance_types": ", ".join(comp.instance_types) or None,
         "time_limit": comp.time_limit,
     }
@@ -67,6 +68,8 @@ def show_compute(name: str, site_name: str | None) -> dict[str, Any]:
     name = name.removeprefix("azureml:")
     if site.is_local:
         return {"name": name, "site": "local", "state": "this machine"}
+    # an alias (cpu-cluster) shows the compute it stands for
+    name = site.compute_aliases().get(name, name)
     if name not in site.computes:
         raise NotFoundError(
             f"compute '{name}' is not defined for site '{site.name}'", hint=known_list_hint(name, site.computes, "computes")

@@ -95,6 +95,19 @@ class TransientError(RuntimeFailure):
     """A failure that may go away if retried (slurmctld busy, socket timed out)."""
 
 
+class SubmissionUncertain(TransientError):
+    """The connection was lost while sbatch may have been running, and retrying could not tell.
+
+    The job store keeps such a job (state Unknown) instead of forgetting it: a later
+    refresh looks its token up in Slurm and adopts it if Slurm has it.
+    """
+
+    def __init__(self, message: str, *, known: dict[str, str] | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint or "hpcjobs job show NAME looks the job up by its token once the cluster answers")
+        #: script key -> Slurm id of the scripts that are known to be submitted
+        self.known = dict(known or {})
+
+
 class HostKeyError(UserError):
     """An SSH host key is unknown, changed or revoked.  Never auto-accepted."""
 

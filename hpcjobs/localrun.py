@@ -88,7 +88,7 @@ def run(runfile: Path) -> int:
                 Path(log).parent.mkdir(parents=True, exist_ok=True)
                 env = dict(os.environ, HPCJOBS_TASK_INDEX=str(idx))
                 with open(log, "ab") as fh:
-                    proc = subprocess.Popen(  # noqa: S603 - our own rendered script
+                    proc = subprocess.Popen(
                         ["bash", s["script"]], stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, env=env
                     )
                 running[proc.pid] = (proc, key, idx)

@@ -35,6 +35,11 @@ class Target:
     uploaded: dict[str, str] = field(default_factory=dict)
     #: code snapshot hash (see :mod:`hpcjobs.snapshot`)
     code_digest: str | None = None
+    #: pipelines: content digests of local code folders and data inputs, by local path
+    #: (filled by the API before planning, so the planner stays pure)
+    digests: dict[str, str] = field(default_factory=dict)
+    #: pipelines: completed step runs whose outputs may be reused, by reuse key (:mod:`hpcjobs.reuse`)
+    reusable: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +79,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     children: list[dict[str, Any]] = field(default_factory=list)
+    #: several code folders (pipeline steps): snapshot dir on the target -> local folder
+    snapshots: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for ``--dry-run -o json``)."""
@@ -204,7 +211,10 @@ def sbatch_options(
     opts.append("--open-mode=append")
     for extra in compute.sbatch_options:
         opts.append(check_directive_value(extra, f"computes.{compute_name}.sbatch_options"))
-    if resources and resources.shm_size and site.environment.runtime in ("none", "charliecloud"):
+    # apptainer, singularity, charliecloud and pyxis share the node's own /dev/shm; only podman
+    # can give a container a /dev/shm of its own size (--shm-size)
+    host_shm = ("none", "charliecloud", "apptainer", "singularity", "pyxis")
+    if resources and resources.shm_size and site.environment.runtime in host_shm:
         warnings.append(
             f"resources.shm_size={resources.shm_size} is ignored: site '{site.name}' "
             "runs without a container runtime that can size /dev/shm"
@@ -486,6 +496,8 @@ def _command_script(
     array_offset: int = 0,
     extra_env: list[tuple[str, str]] | None = None,
     field_prefix: str = "",
+    template: str = "job.sh.j2",
+    extra_sbatch_options: list[str] | None = None,
 ) -> Script:
     code_dir = _code_dir(plan, root, target, ctx.code)
     task_var = "$HPCJOBS_TASK_DIR" if array else task_dir
@@ -502,9 +514,31 @@ def _command_script(
 
     t_env, t_setup = tracking.script_env(site, target, plan, key=key, job_name=job_name, task_dir=task_dir, array=bool(array))
     env.extend(t_env)
-    setup, launcher = environment_setup(site, ctx.environment, plan.warnings)
-    setup = setup + t_setup
+    # launcher = [srun ... (distribution)] [container runtime ...] bash command.sh
+    from hpcjobs import distributed, environments
+
+    nodes = ctx.resources.instance_count if ctx.resources else 1
+    gpus_per_node = _gpus_per_node(compute, ctx.resources)
+    env_lines, container_words = environments.setup(
+        site,
+        ctx.environment,
+        gpus=gpus_per_node,
+        binds=_binds(site, task_dir, code_dir, in_paths, out_paths),
+        warnings=plan.warnings,
+        root=root,
+        target=target,
+    )
+    dist_lines, dist_words = distributed.launch(site, ctx.distribution, nodes=nodes, gpus_per_node=gpus_per_node, warnings=plan.warnings)
+    setup = env_lines + t_setup + dist_lines
+    launcher = None
+    if dist_words or container_words:
+        # pyxis' container options must join the distributed launch's own srun
+        launcher = " ".join([*environments.launcher_words(dist_words, container_words), "bash", '"$HPCJOBS_STATE/command.sh"'])
     log = f"{task_dir}/user_logs/std_log.txt" if not array else f"{task_dir}/user_logs/std_log_%a.txt"
+    if array and array_offset:
+        # a later chunk of a long sweep numbers its tasks from 0 again (%a): keep Slurm's
+        # file apart; the task appends to std_log_<trial index>.txt itself (sweep_task.sh)
+        log = f"{task_dir}/user_logs/{key}_%a.txt"
     if site.is_local:
         opts: list[str] = []
     else:
@@ -522,8 +556,10 @@ def _command_script(
         plan.warnings.extend(w)
         if array:
             opts.append(f"--array={array}")
+        for extra in extra_sbatch_options or []:
+            opts.append(check_directive_value(extra, "sbatch option"))
     text = render(
-        "job.sh.j2",
+        template,
         sbatch_options=opts,
         kind=plan.kind,
         job_name=job_name,
@@ -575,6 +611,24 @@ def shell_word(value: str) -> str:
         out.append('"' + var + '"')
         rest = rest[pos + len(var) :]
     return "".join(out) if out else "''"
+
+
+def _gpus_per_node(compute: Compute, resources: m.Resources | None) -> int:
+    it_name = (resources.instance_type if resources else None) or compute.default_instance_type
+    if it_name and it_name in compute.instance_types:
+        return compute.instance_types[it_name].gpus
+    return compute.gpus_per_node
+
+
+def _binds(site: Site, task_dir: str, code_dir: str | None, inputs: dict[str, str], outputs: dict[str, str]) -> list[str]:
+    """Host paths a container must see: the job's folder, the code snapshot, inputs, outputs, datastores."""
+    out = [task_dir]
+    if code_dir:
+        out.append(code_dir)
+    for v in [*inputs.values(), *outputs.values(), *site.datastores.values()]:
+        if v.startswith("/") and "$" not in v:
+            out.append(v)
+    return list(dict.fromkeys(out))
 
 
 def _meta(job: Any, loaded: Loaded) -> dict[str, Any]:

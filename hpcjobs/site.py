@@ -55,6 +55,9 @@ class Compute(Model):
     sbatch_options: list[Annotated[str, Field(pattern=r"^--[A-Za-z0-9-]+(=[A-Za-z0-9_.,:=+@%/\-\[\]]+)?$")]] = Field(
         default_factory=list
     )
+    #: other names for this compute: job files written for Azure ML say
+    #: ``compute: azureml:cpu-cluster``, and an alias lets them run unchanged
+    aliases: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]] = Field(default_factory=list)
     description: str | None = None
 
     @model_validator(mode="after")
@@ -128,6 +131,9 @@ class Site(Model):
     default_datastore: str | None = None
     tracking: Tracking = Field(default_factory=Tracking)
     mpi: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")] = "pmix"
+    #: exported in ``distribution: {type: mpi}`` jobs only (e.g. ``OMPI_MCA_btl: self,tcp`` where
+    #: Open MPI's shared-memory transport fails); see docs/distributed.md
+    mpi_env: dict[str, str] = Field(default_factory=dict)
     max_array_size: Annotated[int, Field(ge=1)] | None = None
     max_submit_jobs: Annotated[int, Field(ge=1)] | None = None
     job_env: dict[str, str] = Field(default_factory=dict)
@@ -141,7 +147,19 @@ class Site(Model):
             raise ValueError("a slurm site needs at least one compute under computes:")
         if self.default_compute and self.default_compute not in self.computes:
             raise ValueError(f"default_compute '{self.default_compute}' is not one of computes ({', '.join(self.computes)})")
+        owner: dict[str, str] = {}
+        for cname, comp in self.computes.items():
+            for alias in comp.aliases:
+                # an alias that shadows a compute, or names two, would make a job's compute ambiguous
+                if alias in self.computes or alias in owner:
+                    other = owner.get(alias, alias)
+                    raise ValueError(f"alias '{alias}' of compute '{cname}' is already a name of compute '{other}'")
+                owner[alias] = cname
         return self
+
+    def compute_aliases(self) -> dict[str, str]:
+        """Every alias -> the compute it names."""
+        return {alias: cname for cname, comp in self.computes.items() for alias in comp.aliases}
 
     @property
     def is_local(self) -> bool:
@@ -172,10 +190,13 @@ class Site(Model):
                 f"the job names no compute and site '{self.name}' has no default_compute",
                 hint="add compute: NAME to the job; computes: " + ", ".join(self.computes),
             )
+        aliases = self.compute_aliases()
+        # the job runs under the compute's own name, so job show says which partition it used
+        name = aliases.get(name, name)
         if name not in self.computes:
             raise NotFoundError(
                 f"compute '{name}' is not defined for site '{self.name}'",
-                hint=known_list_hint(name, self.computes, "computes"),
+                hint=known_list_hint(name, [*self.computes, *aliases], "computes"),
             )
         return name, self.computes[name]
 

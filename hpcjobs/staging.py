@@ -63,6 +63,22 @@ def tar_command(pairs: list[tuple[str, str]]) -> list[str]:
     return argv
 
 
+def _extract_stream(get_tar: Any, argv: list[str], dest: Path, where: str) -> Any:
+    """Run *argv* through ``transport.get_tar`` and extract its stdout safely as it arrives."""
+    import tarfile
+    import zlib
+
+    from hpcjobs.errors import TransientError
+    from hpcjobs.tarsafe import safe_extract
+
+    try:
+        with get_tar(argv) as stream:
+            return safe_extract(stream, dest)
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        # files already in place are complete (written under a temporary name, then renamed)
+        raise TransientError(f"the download from {where} was cut short: {exc}", hint="run the download again") from None
+
+
 def download(
     backend: Backend,
     store: Store,
@@ -79,7 +95,11 @@ def download(
     if rec.type in ("sweep", "pipeline"):
         kids = store.children(rec.name)
         for c in kids:
-            label = f"trials/{c.extra.get('trial_index', c.name)}/" if rec.type == "sweep" else f"steps/{c.extra.get('step', c.name)}/"
+            label = (
+                f"trials/{c.extra.get('trial_index', c.name)}/"
+                if rec.type == "sweep"
+                else f"steps/{c.extra.get('step', c.name)}/"
+            )
             try:
                 pairs.extend(tar_members(c, label, all_outputs=all_outputs, output_name=output_name))
             except NotFoundError:
@@ -93,8 +113,13 @@ def download(
         pairs = tar_members(rec, all_outputs=all_outputs, output_name=output_name)
     download_path.mkdir(parents=True, exist_ok=True)
     # missing members (a job that wrote no ./logs) are skipped by --ignore-failed-read
-    res = backend.transport.run(tar_command(pairs))
-    report = safe_extract(io.BytesIO(res.stdout), download_path)
+    get_tar = getattr(backend.transport, "get_tar", None)
+    if get_tar is not None:
+        # SSH: extract while the stream arrives (one channel, constant memory)
+        report = _extract_stream(get_tar, tar_command(pairs), download_path, backend.transport.name)
+    else:
+        res = backend.transport.run(tar_command(pairs))
+        report = safe_extract(io.BytesIO(res.stdout), download_path)
     return {
         "name": rec.name,
         "download_path": str(download_path.resolve()),

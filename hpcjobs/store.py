@@ -279,6 +279,17 @@ class Store:
         rows = self._conn().execute("SELECT * FROM jobs WHERE parent = ? ORDER BY created, name", (parent,)).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
+    # -- meta (small cached facts: a site's remote home and user, ...) -------------------
+    def get_meta(self, key: str) -> str | None:
+        """The value stored under *key* in the meta table, if any."""
+        row = self._retry(lambda: self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store *value* under *key* in the meta table (replacing it)."""
+        with self.write() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     def integrity_ok(self) -> bool:
         row = self._conn().execute("PRAGMA integrity_check").fetchone()
         return bool(row and row[0] == "ok")

@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from hpcjobs.backends.base import Backend
     from hpcjobs.site import Site
     from hpcjobs.transport.base import Transport
+    from hpcjobs.transport.ssh import SSHSettings
 
 _TRANSPORTS: dict[str, Transport] = {}
 
@@ -34,25 +35,23 @@ def transport_for(site: Site) -> Transport:
     return t
 
 
-def _ssh_settings(site: Site) -> object:
-    from hpcjobs import paths
+def _ssh_settings(site: Site) -> SSHSettings:
+    """The transport's settings from the site's ``ssh:`` block (the real constructor, via from_obj).
+
+    ``known_hosts: null`` keeps the default list (~/.ssh/known_hosts, the system file and
+    hpcjobs' own, which ``hpcjobs site trust`` writes); the site name goes into hints.
+    A site that names its own known_hosts file still gets hpcjobs' file after it: that
+    file only ever holds keys a user confirmed with ``hpcjobs site trust``, and without it
+    trusting such a site would have no effect.
+    """
+    from hpcjobs.transport import known_hosts as kh
     from hpcjobs.transport.ssh import SSHSettings
 
     assert site.ssh is not None
-    s = site.ssh
-    extra = {}
-    if s.known_hosts:
-        extra["known_hosts"] = s.known_hosts
-    return SSHSettings(
-        host=s.host,
-        user=s.user,
-        port=s.port,
-        identity_file=s.identity_file,
-        proxy_jump=s.proxy_jump,
-        connect_timeout=s.connect_timeout,
-        hpcjobs_known_hosts=str(paths.config_dir() / "known_hosts"),
-        **extra,
-    )
+    settings = SSHSettings.from_obj(site.ssh, site=site.name)
+    if site.ssh.known_hosts:
+        settings.known_hosts = [site.ssh.known_hosts, str(kh.hpcjobs_known_hosts())]
+    return settings
 
 
 def backend_for(site: Site) -> Backend:

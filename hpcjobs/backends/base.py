@@ -63,7 +63,14 @@ class Backend(abc.ABC):
     def fetch_tar(self, base: str, members: list[str]) -> bytes:
         """One tar stream of *members* (relative to *base*) from the target."""
         res = self.transport.run(
-            ["bash", "-c", 'cd "$1" && shift && tar -czf - --ignore-failed-read "$@" 2>/dev/null || true', "hpcjobs-tar", base, *members]
+            [
+                "bash",
+                "-c",
+                'cd "$1" && shift && tar -czf - --ignore-failed-read "$@" 2>/dev/null || true',
+                "hpcjobs-tar",
+                base,
+                *members,
+            ]
         )
         return res.stdout
 

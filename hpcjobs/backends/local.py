@@ -98,10 +98,16 @@ class LocalBackend(Backend):
             t.write_file(path, data)
         for s in plan.scripts:
             t.write_file(s.script_path, s.text.encode(), mode=0o755)
+        snaps = dict(plan.snapshots)
         if plan.code_src and plan.code_dir:
-            install_snapshot(plan.code_src, str(Path(plan.code_dir).parent.parent))
+            snaps.setdefault(plan.code_dir, plan.code_src)
+        for code_dir, code_src in snaps.items():
+            install_snapshot(code_src, str(Path(code_dir).parent.parent))
         runfile = {
-            "max_parallel": self.site.local_max_parallel or max(2, os.cpu_count() or 2),
+            # a sweep's max_concurrent_trials (its array's %N) is what the user asked for:
+            # honoured even beyond the CPU count unless the site sets local_max_parallel
+            "max_parallel": self.site.local_max_parallel
+            or max(2, os.cpu_count() or 2, *(_array_limit(s.array) or 0 for s in plan.scripts)),
             "scripts": [
                 {
                     "key": s.key,
@@ -144,13 +150,16 @@ class LocalBackend(Backend):
         if rc is not None:
             if rc == 0:
                 return {"status": JobStatus.COMPLETED.value, "exit_code": 0, "started": started, "ended": ended, "reason": None}
-            canceled = rec.extra.get("cancel_requested") and rc in (143, 130, 137, -15, -9)
+            # a pipeline step stopped because another failed (continue_on_step_failure: false) has a marker
+            marker = (sd / "canceled").read_text().strip() if (sd / "canceled").exists() else None
+            canceled = bool(rec.extra.get("cancel_requested") or marker) and rc in (143, 130, 137, -15, -9)
+            why = "canceled by user" if rec.extra.get("cancel_requested") else marker
             return {
                 "status": (JobStatus.CANCELED if canceled else JobStatus.FAILED).value,
                 "exit_code": rc,
                 "started": started,
                 "ended": ended or time.time(),
-                "reason": "canceled by user" if canceled else f"exit code {rc}",
+                "reason": why if canceled else f"exit code {rc}",
             }
         if (sd / "canceled").exists():
             why = (sd / "canceled").read_text().strip()
@@ -163,7 +172,11 @@ class LocalBackend(Backend):
         # the runner is gone and the job never wrote an exit code
         if rec.extra.get("cancel_requested"):
             return {"status": JobStatus.CANCELED.value, "ended": time.time(), "reason": "canceled by user"}
-        return {"status": JobStatus.FAILED.value, "ended": time.time(), "reason": "the job's process ended without reporting an exit code"}
+        return {
+            "status": JobStatus.FAILED.value,
+            "ended": time.time(),
+            "reason": "the job's process ended without reporting an exit code",
+        }
 
     def cancel(self, records: list[JobRecord]) -> None:
         pids = {p for p in (_pid_of(r) for r in records) if p is not None}

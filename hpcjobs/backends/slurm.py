@@ -25,7 +25,7 @@ from typing import Any
 
 from hpcjobs import slurm
 from hpcjobs.backends.base import Backend
-from hpcjobs.errors import RuntimeFailure, SchedulerRejected, TransientError
+from hpcjobs.errors import RuntimeFailure, SchedulerRejected, SubmissionUncertain, TransientError
 from hpcjobs.plan import Plan, Target
 from hpcjobs.shellquote import shq
 from hpcjobs.site import Site
@@ -47,7 +47,26 @@ done
 [ -n "$drop" ] && printf 'hpcjobs-dropped%s\n' "$drop"
 mkdir -p "$root" || { echo "hpcjobs: cannot create job root $root" >&2; exit 90; }
 if [ "${HPCJOBS_HAS_TAR:-1}" = 1 ]; then
-  tar -xzf - -C "$root" --no-same-owner || { echo "hpcjobs: cannot unpack the job files under $root" >&2; exit 91; }
+  # unpack into a private staging folder first: content-addressed folders (code snapshots,
+  # uploaded data) are then renamed into place whole, so an upload cut half way never
+  # leaves a partial folder that a later submission would take for complete
+  find "$root" -maxdepth 1 -name '.incoming.*' -mmin +1440 -exec rm -rf {} + 2>/dev/null
+  stage=$(mktemp -d "$root/.incoming.XXXXXX") || { echo "hpcjobs: cannot write under $root" >&2; exit 91; }
+  trap 'rm -rf "$stage"' EXIT
+  tar -xzf - -C "$stage" --no-same-owner || { echo "hpcjobs: cannot unpack the job files under $root" >&2; exit 91; }
+  for kind in .snapshots .data; do
+    [ -d "$stage/$kind" ] || continue
+    mkdir -p "$root/$kind"
+    for d in "$stage/$kind"/*; do
+      # a concurrent submission may have put the same digest in place first: keep theirs
+      [ -e "$d" ] && { mv -T "$d" "$root/$kind/${d##*/}" 2>/dev/null || rm -rf "$d"; }
+    done
+  done
+  rm -rf "$stage/.snapshots" "$stage/.data"
+  for e in "$stage"/*; do
+    [ -e "$e" ] && { cp -a "$e" "$root/" || { echo "hpcjobs: cannot write the job files under $root" >&2; exit 91; }; }
+  done
+  rm -rf "$stage"; trap - EXIT
 fi
 declare -A ids
 submit() {
@@ -61,7 +80,35 @@ submit() {
   fi
   out=${out##*$'\n'}
   ids[$key]=${out%%;*}
+  # fault injection for tests (docs/ssh.md): hold the id back so the connection can be cut
+  [ "${HPCJOBS_FAULT:-}" = after_sbatch ] && sleep "${HPCJOBS_FAULT_SLEEP:-5}"
   printf 'hpcjobs-id %s %s\n' "$key" "${ids[$key]}"
+}
+# After a lost connection: the jobs an earlier attempt submitted (same name, same token
+# comment), oldest first, minus those already known.  `adopt KEY NAME` takes one.
+declare -a pending=()
+find_pending() {
+  local comment=$1 id name com k seen=" "
+  for k in "${!ids[@]}"; do seen="$seen${ids[$k]} "; done
+  while IFS='|' read -r id name com; do
+    id=${id%%_*}
+    [ "$com" = "$comment" ] || continue
+    case "$seen" in *" $id "*) continue;; esac
+    seen="$seen$id "
+    pending+=("$id|$name")
+  done < <(squeue --me --noheader --states=all --format='%i|%j|%k' 2>/dev/null | sort -t'|' -k1,1n)
+}
+adopt() {
+  local key=$1 name=$2 i
+  for i in "${!pending[@]}"; do
+    if [ "${pending[$i]#*|}" = "$name" ]; then
+      ids[$key]=${pending[$i]%%|*}
+      unset "pending[$i]"
+      printf 'hpcjobs-id %s %s\n' "$key" "${ids[$key]}"
+      return 0
+    fi
+  done
+  return 1
 }
 """
 
@@ -80,11 +127,16 @@ class SlurmBackend(Backend):
     # -- target ---------------------------------------------------------------------
     def _probe(self) -> dict[str, str]:
         if self._probe_cache is None:
+            # over SSH, a second CLI run skips this round trip: home and user are kept in
+            # the store's meta table for a day (keyed by how the site reaches its host)
+            self._probe_cache = _cached_probe(self.site)
+        if self._probe_cache is None:
             res = self.transport.run(["bash", "-c", 'printf "%s\\n%s\\n" "$HOME" "$(id -un)"'])
             if not res.ok:
                 raise RuntimeFailure(f"cannot ask {self.transport.name} for its home directory: {res.err.strip()}")
             lines = res.out.splitlines()
             self._probe_cache = {"home": lines[0], "user": lines[1] if len(lines) > 1 else ""}
+            _save_probe(self.site, self._probe_cache)
         return self._probe_cache
 
     def target(self, *, offline: bool = False) -> Target:
@@ -104,7 +156,23 @@ class SlurmBackend(Backend):
             return True
         return self.transport.exists(plan.code_dir)
 
-    def _payload(self, plan: Plan, root: str, with_snapshot: bool) -> bytes:
+    def _missing_snapshots(self, plan: Plan) -> dict[str, str]:
+        """Snapshots of *plan* the target lacks (snapshot dir -> local code folder): one check for all."""
+        snaps = dict(plan.snapshots)
+        if plan.code_src and plan.code_dir:
+            snaps.setdefault(plan.code_dir, plan.code_src)
+        # local data inputs of an SSH site (hpcjobs.uploads): content-addressed the same way
+        snaps.update(plan.uploads)
+        if len(snaps) <= 1:
+            return {d: src for d, src in snaps.items() if not self.transport.exists(d)}
+        check = 'for d; do [ -e "$d" ] || printf "%s\\n" "$d"; done'
+        res = self.transport.run(["bash", "-c", check, "hpcjobs-snapshots", *snaps])
+        if not res.ok:
+            return snaps
+        missing = set(res.out.splitlines())
+        return {d: src for d, src in snaps.items() if d in missing}
+
+    def _payload(self, plan: Plan, root: str, with_snapshot: bool | dict[str, str]) -> bytes:
         import os
         import tarfile
 
@@ -129,11 +197,20 @@ class SlurmBackend(Backend):
                 info.type = tarfile.DIRTYPE
                 info.mode = 0o755
                 tar.addfile(info)
-            if with_snapshot and plan.code_src and plan.code_dir:
+            ship = with_snapshot if isinstance(with_snapshot, dict) else {}
+            if with_snapshot is True and plan.code_src and plan.code_dir:
+                ship = {plan.code_dir: plan.code_src}
+            for code_dir, code_src in ship.items():
                 from hpcjobs.snapshot import take_snapshot
 
-                snap = take_snapshot(plan.code_src)
-                rel_snap = os.path.relpath(plan.code_dir, root)
+                snap = take_snapshot(code_src)
+                rel_snap = os.path.relpath(code_dir, root)
+                if not snap.is_file:
+                    # the folder itself, so that an empty one exists on the cluster too
+                    top = tarfile.TarInfo(rel_snap)
+                    top.type = tarfile.DIRTYPE
+                    top.mode = 0o755
+                    tar.addfile(top)
                 for rel in snap.files:
                     full = snap.root if snap.is_file else snap.root / rel
                     info = tar.gettarinfo(str(full), arcname=f"{rel_snap}/{rel}")
@@ -146,10 +223,20 @@ class SlurmBackend(Backend):
                         tar.addfile(info)
         return buf.getvalue()
 
-    def _program(self, plan: Plan, known: dict[str, str]) -> str:
+    def _program(self, plan: Plan, known: dict[str, str], *, adopt: bool = False) -> str:
         lines = [_PROGRAM]
         for key, sid in known.items():
             lines.append(f"ids[{key}]={shq(sid)}")
+        # One submitter per job at a time: a retry after a lost connection waits here until
+        # the earlier attempt (and any sbatch it started) is over, then adopts what it did.
+        lock = shq(f"{plan.job_dir}/.hpcjobs-submit.lock")
+        lines.append(
+            f"if command -v flock >/dev/null 2>&1 && exec 8>>{lock}; then\n"
+            '  flock -w 120 8 || { echo "hpcjobs: an earlier submission of this job is still running" >&2; exit 93; }\n'
+            "fi"
+        )
+        if adopt:
+            lines.append(f"find_pending {shq(f'hpcjobs:{plan.token}')}")
         for s in plan.scripts:
             if not KEY_RE.match(s.key):
                 raise RuntimeFailure(f"internal error: bad script key {s.key!r}")
@@ -161,18 +248,29 @@ class SlurmBackend(Backend):
                 args.append(f'"--dependency={s.dependency_type}:{deps}"')
                 args.append("--kill-on-invalid-dep=yes")
             args.append(shq(s.script_path))
-            lines.append(f"submit {s.key} {' '.join(args)}")
+            adopt_first = f"adopt {s.key} {shq(s.job_name)} || " if adopt else ""
+            lines.append(f"{adopt_first}submit {s.key} {' '.join(args)}")
         return "\n".join(lines) + "\n"
 
     def submit(self, plan: Plan, records: list[JobRecord]) -> dict[str, list[str]]:
         root = plan.job_dir.rsplit("/", 1)[0]
-        with_snapshot = not self._snapshot_present(plan)
-        payload = self._payload(plan, root, with_snapshot)
+        payload = self._payload(plan, root, self._missing_snapshots(plan))
         known: dict[str, str] = {}
         delay = 1.0
+        # set when the connection was lost while the program ran: sbatch may have run
+        # without its id reaching us, so from then on every attempt adopts before submitting
+        lost: TransientError | None = None
         for attempt in range(RETRIES + 1):
-            program = self._program(plan, known)
-            res = self.transport.run(["bash", "-c", program, "hpcjobs-submit", root], stdin=payload)
+            program = self._program(plan, known, adopt=lost is not None)
+            try:
+                res = self.transport.run(["bash", "-c", program, "hpcjobs-submit", root], stdin=payload, env=_fault_env())
+            except TransientError as exc:
+                lost = exc
+                if attempt == RETRIES:
+                    break
+                time.sleep(delay * (1 + random.random() / 2))
+                delay = min(delay * 2, 20.0)
+                continue
             failed_key: str | None = None
             for line in res.out.splitlines():
                 parts = line.split()
@@ -185,6 +283,9 @@ class SlurmBackend(Backend):
             if res.ok and len(known) == len(plan.scripts):
                 return {k: [v] for k, v in known.items()}
             if failed_key is None:
+                if lost is not None:
+                    # this attempt submitted nothing, but the one cut off may have
+                    raise SubmissionUncertain(_uncertain_message(self.transport.name, lost, res.err), known=known)
                 # the program itself failed (unpacking, job root) -- nothing was submitted by it
                 raise RuntimeFailure(f"submission on {self.transport.name} failed: {res.err.strip() or res.out.strip()}")
             message = slurm.sbatch_error_message(res.err)
@@ -206,6 +307,8 @@ class SlurmBackend(Backend):
                 raise TransientError(f"Slurm did not accept the job after {RETRIES + 1} attempts: {message}")
             time.sleep(delay * (1 + random.random() / 2))
             delay = min(delay * 2, 20.0)
+        if lost is not None:
+            raise SubmissionUncertain(_uncertain_message(self.transport.name, lost, ""), known=known)
         raise TransientError("submission retries exhausted")
 
     def find_by_token(self, job_name: str, comment: str) -> str | None:
@@ -254,6 +357,41 @@ class SlurmBackend(Backend):
 
     # -- status ---------------------------------------------------------------------
     def refresh(self, records: list[JobRecord]) -> dict[str, dict[str, Any]]:
+        adopted = self._adopt_uncertain([r for r in records if r.extra.get("submit_uncertain") and not r.slurm_ids])
+        if adopted:
+            records = [_with(r, adopted[r.name]) if r.name in adopted else r for r in records]
+        updates = self._refresh(records)
+        for name, upd in adopted.items():
+            updates[name] = {**upd, **updates.get(name, {})}
+        return updates
+
+    def _adopt_uncertain(self, records: list[JobRecord]) -> dict[str, dict[str, Any]]:
+        """Jobs whose submission was cut off: adopt the Slurm job with their token, if there is one."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in records:
+            found = self.find_by_token(r.name, f"hpcjobs:{r.token}") or self._find_in_sacct(r)
+            extra = {k: v for k, v in r.extra.items() if k != "submit_uncertain"}
+            if found:
+                out[r.name] = {"slurm_ids": [found], "status": JobStatus.QUEUED.value, "reason": None, "extra": extra}
+            elif _now() - r.created > 2 * SACCT_GRACE:
+                # squeue keeps every job for MinJobAge after it ends; by now it would show it
+                out[r.name] = {
+                    "status": JobStatus.FAILED.value,
+                    "reason": "never submitted: the connection was lost before sbatch, and Slurm has no job with its token",
+                    "extra": extra,
+                    "ended": _now(),
+                }
+        return out
+
+    def _find_in_sacct(self, rec: JobRecord) -> str | None:
+        # a job that already ended and left squeue (MinJobAge): accounting still has it by
+        # name (names are unique per user in practice: the store refuses duplicates)
+        start = _dt.datetime.fromtimestamp(rec.created - 3600).strftime("%Y-%m-%dT%H:%M:%S")
+        res = self.transport.run(["sacct", "-X", "-n", "-P", f"--name={rec.name}", f"--starttime={start}", "--format=JobID"])
+        ids = [line.strip().split("_")[0] for line in res.out.splitlines() if line.strip()] if res.ok else []
+        return ids[0] if ids else None
+
+    def _refresh(self, records: list[JobRecord]) -> dict[str, dict[str, Any]]:
         by_id: dict[str, JobRecord] = {}
         for r in records:
             if JobStatus(r.status).is_terminal:
@@ -302,6 +440,11 @@ class SlurmBackend(Backend):
         if res.ok:
             for row in slurm.parse_sacct(res.out):
                 rows[row.job_id] = row
+                if row.id.is_array_summary and row.id.array_spec:
+                    # array tasks that never started (e.g. a cancelled sweep's pending
+                    # trials) are one row, 123_[2-5%2]: it stands for each of them
+                    for task in slurm.parse_array_spec(row.id.array_spec)[0]:
+                        rows.setdefault(f"{row.id.job}_{task}", row)
         updates: dict[str, dict[str, Any]] = {}
         lost: list[str] = []
         for sid in ids:
@@ -384,6 +527,79 @@ class SlurmBackend(Backend):
         if not hasattr(self, "_notices"):
             self._notices: list[str] = []
         return self._notices
+
+
+#: seconds a remote home/user probe is reused from the store's meta table
+PROBE_TTL = 86400.0
+
+
+def _probe_key(site: Site) -> str | None:
+    if site.ssh is None:
+        return None
+    s = site.ssh
+    return f"probe:{site.name}:{s.host}:{s.port or ''}:{s.user or ''}:{s.proxy_jump or ''}"
+
+
+def _cached_probe(site: Site) -> dict[str, str] | None:
+    """Home and user of *site*'s remote account, from the store's meta table if fresh."""
+    import json
+    import sqlite3
+
+    from hpcjobs.store import Store
+
+    key = _probe_key(site)
+    if key is None:
+        return None
+    try:
+        raw = Store().get_meta(key)
+        data = json.loads(raw) if raw else None
+    except (ValueError, OSError, RuntimeFailure, sqlite3.Error):
+        return None
+    if not isinstance(data, dict) or _now() - float(data.get("fetched", 0)) > PROBE_TTL:
+        return None
+    if not str(data.get("home", "")).startswith("/") or not data.get("user"):
+        return None
+    return {"home": str(data["home"]), "user": str(data["user"])}
+
+
+def _save_probe(site: Site, probe: dict[str, str]) -> None:
+    import contextlib
+    import json
+    import sqlite3
+
+    from hpcjobs.store import Store
+
+    key = _probe_key(site)
+    if key is None or not probe.get("home", "").startswith("/") or not probe.get("user"):
+        return
+    # a cache: losing it costs one round trip next time
+    with contextlib.suppress(OSError, RuntimeFailure, sqlite3.Error):
+        Store().set_meta(key, json.dumps({**probe, "fetched": _now()}))
+
+
+def _fault_env() -> dict[str, str] | None:
+    """``HPCJOBS_FAULT``/``HPCJOBS_FAULT_SLEEP`` for the submission program (tests only, docs/ssh.md).
+
+    Passed on explicitly because an SSH login does not inherit the local environment.
+    """
+    import os
+
+    env = {k: os.environ[k] for k in ("HPCJOBS_FAULT", "HPCJOBS_FAULT_SLEEP") if os.environ.get(k)}
+    return env or None
+
+
+def _uncertain_message(where: str, lost: Exception, err: str) -> str:
+    detail = f" ({err.strip()})" if err.strip() else ""
+    return (
+        f"the connection to {where} was lost during submission and could not be re-established in time "
+        f"({lost}){detail}; Slurm may or may not have the job"
+    )
+
+
+def _with(rec: JobRecord, changes: dict[str, Any]) -> JobRecord:
+    import dataclasses
+
+    return dataclasses.replace(rec, **changes)
 
 
 def _rec(by_id: dict[str, JobRecord], name: str) -> JobRecord | None:

@@ -99,7 +99,9 @@ def job_create(
     if stream:
         _note(f"RunId: {view['name']}")
         _note(f"Site: {view['site']}  Compute: {view['compute']}  Scheduler ids: {', '.join(view['scheduler']['job_ids'])}")
-        status = api.stream_job(view["name"], sys.stdout.buffer)
+        # with an explicit -o/--query, stdout carries only the result; the log goes to stderr
+        log_out = sys.stderr.buffer if (output is not None or query) else sys.stdout.buffer
+        status = api.stream_job(view["name"], log_out)
         final = api.show_job(view["name"], refresh_state=False)
         _note(
             f"\nExecution Summary\n=================\nRunId: {final['name']}\nStatus: {final['status']}"
@@ -136,10 +138,18 @@ def job_validate(
 
 @job_app.command("show")
 def job_show(name: Name, output: Output = "json", query: Query = None) -> None:
-    """Show a job: state, times, Slurm ids, exit code, paths."""
+    """Show a job: state, times, Slurm ids, exit code, paths (a pipeline: its steps as a DAG)."""
     from hpcjobs import api
 
-    emit(api.show_job(name), output, query, columns=None)
+    view = api.show_job(name)
+    if output == "table" and not query and view.get("type") == "pipeline" and "steps" in view:
+        from hpcjobs.dag import render_dag
+
+        # the pipeline's own fields, then its steps drawn as the DAG they form
+        emit({k: v for k, v in view.items() if k != "steps"}, output, None)
+        sys.stdout.write("\n" + render_dag(view["steps"]))
+        return
+    emit(view, output, query, columns=None)
 
 
 @job_app.command("list")
@@ -225,20 +235,28 @@ def job_download(
 @site_app.command("list")
 def site_list(output: Output = "table", query: Query = None) -> None:
     """Configured sites (and the embedded default, local)."""
-    from hpcjobs.site import default_site_name, list_sites
+    from hpcjobs.site import default_site_name, get_site, site_files
 
     default = default_site_name() or "local"
-    rows = [
-        {
-            "name": s.name,
-            "default": s.name == default,
-            "scheduler": s.scheduler,
-            "host": s.ssh.host if s.ssh else "(this machine)",
-            "computes": ", ".join(s.computes) or "local",
-            "source": s.source,
-        }
-        for s in list_sites()
-    ]
+    rows = []
+    for sname in ["local", *(n for n in site_files() if n != "local")]:
+        try:
+            s = get_site(sname)
+        except HpcjobsError as exc:
+            # one broken file must not hide the other sites; say what is wrong with it
+            bad = {"name": sname, "default": sname == default, "scheduler": "invalid", "host": None}
+            rows.append({**bad, "computes": exc.message, "source": str(site_files().get(sname))})
+            continue
+        rows.append(
+            {
+                "name": s.name,
+                "default": s.name == default,
+                "scheduler": s.scheduler,
+                "host": s.ssh.host if s.ssh else "(this machine)",
+                "computes": ", ".join(s.computes) or "local",
+                "source": s.source,
+            }
+        )
     emit(rows, output, query)
 
 
@@ -286,6 +304,8 @@ def _register_extras() -> None:
     from hpcjobs.cli import tracking_cmds
 
     tracking_cmds.register(app, job_app)
+    __import__("hpcjobs.cli.site_cmds", fromlist=["register"]).register(site_app)
+    __import__("hpcjobs.cli.onboard_cmds", fromlist=["register"]).register(site_app)
 
 
 _register_extras()

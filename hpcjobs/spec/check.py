@@ -78,9 +78,7 @@ def check_command(
                     known_list_hint(ref.name, search_space, "search space"),
                     needle=ref.name,
                 )
-        elif ref.namespace == "name":
-            continue
-        elif ref.namespace == "parent" and allow_parent:
+        elif ref.namespace == "name" or (ref.namespace == "parent" and allow_parent):
             continue
         else:
             raise _err(
@@ -151,7 +149,12 @@ def check_job(loaded: Loaded) -> None:
             warnings=loaded.warnings,
         )
         if job.sampling_algorithm.type != "grid" and job.limits.max_total_trials is None:
-            raise _err(smap, ("limits",), "limits.max_total_trials is required for random and bayesian sampling", "for example limits: {max_total_trials: 20, max_concurrent_trials: 4}")
+            raise _err(
+                smap,
+                ("limits",),
+                "limits.max_total_trials is required for random and bayesian sampling",
+                "for example limits: {max_total_trials: 20, max_concurrent_trials: 4}",
+            )
     elif isinstance(job, m.PipelineJob):
         check_pipeline(loaded)
 
@@ -174,7 +177,6 @@ def check_pipeline(loaded: Loaded) -> None:
     from hpcjobs.spec.load import (
         _as_mapping,
         _prep_command_fields,
-        _prep_inputs,
         _resolve_local,
         is_uri,
         load_component,
@@ -211,7 +213,12 @@ def check_pipeline(loaded: Loaded) -> None:
         if "component" in work:
             comp_ref = work["component"]
             if isinstance(comp_ref, str) and comp_ref.startswith("azureml:"):
-                raise _err(smap, (*p, "component"), f"registered component '{comp_ref}' is not known", "use a local component file (component: ./train.yml)")
+                raise _err(
+                    smap,
+                    (*p, "component"),
+                    f"registered component '{comp_ref}' is not known",
+                    "use a local component file (component: ./train.yml)",
+                )
             if isinstance(comp_ref, str):
                 comp_path = Path(_resolve_local(comp_ref.removeprefix("file:"), base))
                 comp, cmap, cpath = load_component(comp_path)
@@ -222,16 +229,28 @@ def check_pipeline(loaded: Loaded) -> None:
                 comp = validate_model(m.CommandComponent, cwork, smap, (*p, "component"))
                 cmap, cpath = smap.sub((*p, "component")), loaded.path
             loaded.components[name] = (comp, cmap, cpath)
-            comp.command = check_command(comp.command, smap=cmap, path=("command",), inputs=comp.inputs, outputs=comp.outputs, warnings=loaded.warnings)
+            comp.command = check_command(
+                comp.command, smap=cmap, path=("command",), inputs=comp.inputs, outputs=comp.outputs, warnings=loaded.warnings
+            )
             model = validate_model(m.ComponentNode, work, smap, p)
             declared_in = dict(comp.inputs)
             declared_out = set(comp.outputs)
             for iname in model.inputs:
                 if iname not in declared_in:
-                    raise _err(smap, (*p, "inputs", iname), f"component '{comp.name}' has no input '{iname}'", known_list_hint(iname, declared_in, "its inputs"))
+                    raise _err(
+                        smap,
+                        (*p, "inputs", iname),
+                        f"component '{comp.name}' has no input '{iname}'",
+                        known_list_hint(iname, declared_in, "its inputs"),
+                    )
             for oname in model.outputs:
                 if oname not in declared_out:
-                    raise _err(smap, (*p, "outputs", oname), f"component '{comp.name}' has no output '{oname}'", known_list_hint(oname, declared_out, "its outputs"))
+                    raise _err(
+                        smap,
+                        (*p, "outputs", oname),
+                        f"component '{comp.name}' has no output '{oname}'",
+                        known_list_hint(oname, declared_out, "its outputs"),
+                    )
             for iname, port in comp.inputs.items():
                 if iname not in model.inputs and not port.optional and port.default is None:
                     raise _err(smap, (*p, "inputs"), f"required input '{iname}' of component '{comp.name}' is not provided")
@@ -244,7 +263,12 @@ def check_pipeline(loaded: Loaded) -> None:
             _check_env_vars(model.environment_variables, smap, p)
             declared_out = set(model.outputs)
             model.command = check_command(
-                model.command, smap=smap, path=(*p, "command"), inputs=model.inputs, outputs=model.outputs, warnings=loaded.warnings
+                model.command,
+                smap=smap,
+                path=(*p, "command"),
+                inputs=model.inputs,
+                outputs=model.outputs,
+                warnings=loaded.warnings,
             )
         else:
             raise _err(smap, (*p, "type"), f"step type '{kind}' is not supported", "steps are command or sweep jobs")
@@ -260,7 +284,12 @@ def check_pipeline(loaded: Loaded) -> None:
             b = parse_binding(value)
             if b is None:
                 if isinstance(value, str) and "${{" in value:
-                    raise _err(smap, ip, f"cannot understand binding {value!r}", "use ${{parent.inputs.X}} or ${{parent.jobs.STEP.outputs.Y}}")
+                    raise _err(
+                        smap,
+                        ip,
+                        f"cannot understand binding {value!r}",
+                        "use ${{parent.inputs.X}} or ${{parent.jobs.STEP.outputs.Y}}",
+                    )
                 if isinstance(value, dict):
                     inner = value.get("path")
                     if isinstance(inner, str) and not is_uri(inner) and "${{" not in inner:
@@ -268,38 +297,74 @@ def check_pipeline(loaded: Loaded) -> None:
                 continue
             if b[0] == "inputs":
                 b = ("parent", *b)
-                loaded.warnings.append(f"{smap.locate(ip)}: {dotted(ip)}: legacy binding; write ${{{{parent.{'.'.join(b[1:])}}}}}")
+                loaded.warnings.append(
+                    f"{smap.locate(ip)}: {dotted(ip)}: legacy binding; write ${{{{parent.{'.'.join(b[1:])}}}}}"
+                )
             if len(b) == 3 and b[1] == "inputs":
                 if b[2] not in job.inputs:
-                    raise _err(smap, ip, f"binding refers to pipeline input '{b[2]}', which is not declared", known_list_hint(b[2], job.inputs, "pipeline inputs"))
+                    raise _err(
+                        smap,
+                        ip,
+                        f"binding refers to pipeline input '{b[2]}', which is not declared",
+                        known_list_hint(b[2], job.inputs, "pipeline inputs"),
+                    )
             elif len(b) == 5 and b[1] == "jobs" and b[3] in ("outputs", "inputs"):
                 src = b[2]
                 if src not in steps:
-                    raise _err(smap, ip, f"binding refers to step '{src}', which does not exist", known_list_hint(src, steps, "steps"))
+                    raise _err(
+                        smap, ip, f"binding refers to step '{src}', which does not exist", known_list_hint(src, steps, "steps")
+                    )
                 if b[3] == "outputs" and b[4] not in step_outputs[src]:
-                    raise _err(smap, ip, f"step '{src}' has no output '{b[4]}'", known_list_hint(b[4], step_outputs[src], f"outputs of {src}"))
+                    raise _err(
+                        smap,
+                        ip,
+                        f"step '{src}' has no output '{b[4]}'",
+                        known_list_hint(b[4], step_outputs[src], f"outputs of {src}"),
+                    )
                 if b[3] == "inputs" and b[4] not in step_inputs[src]:
-                    raise _err(smap, ip, f"step '{src}' has no input '{b[4]}'", known_list_hint(b[4], step_inputs[src], f"inputs of {src}"))
+                    raise _err(
+                        smap,
+                        ip,
+                        f"step '{src}' has no input '{b[4]}'",
+                        known_list_hint(b[4], step_inputs[src], f"inputs of {src}"),
+                    )
                 if src == name:
                     raise _err(smap, ip, f"step '{name}' cannot consume its own output")
                 if b[3] == "outputs":
                     deps[name].add(src)
             else:
-                raise _err(smap, ip, f"cannot understand binding {'.'.join(b)}", "use ${{parent.inputs.X}} or ${{parent.jobs.STEP.outputs.Y}}")
+                raise _err(
+                    smap,
+                    ip,
+                    f"cannot understand binding {'.'.join(b)}",
+                    "use ${{parent.inputs.X}} or ${{parent.jobs.STEP.outputs.Y}}",
+                )
         for oname, value in model.outputs.items():
-            if value is None or isinstance(value, dict) and "path" not in value:
+            if value is None or (isinstance(value, dict) and "path" not in value):
                 continue
             target = value if isinstance(value, str) else value.get("path")
             if isinstance(target, str) and target.strip().startswith("${{"):
                 b = parse_binding(target)
                 if b is None or len(b) != 3 or b[1] != "outputs":
-                    raise _err(smap, (*p, "outputs", oname), f"invalid output binding {target!r}", "step outputs bind to ${{parent.outputs.X}}")
+                    raise _err(
+                        smap,
+                        (*p, "outputs", oname),
+                        f"invalid output binding {target!r}",
+                        "step outputs bind to ${{parent.outputs.X}}",
+                    )
                 if b[2] not in job.outputs:
-                    raise _err(smap, (*p, "outputs", oname), f"pipeline output '{b[2]}' is not declared", known_list_hint(b[2], job.outputs, "pipeline outputs"))
+                    raise _err(
+                        smap,
+                        (*p, "outputs", oname),
+                        f"pipeline output '{b[2]}' is not declared",
+                        known_list_hint(b[2], job.outputs, "pipeline outputs"),
+                    )
     order = topo_order(deps)
     if order is None:
         cycle = _find_cycle(deps)
-        raise _err(smap, ("jobs", cycle[0]), "the steps form a cycle: " + " -> ".join(cycle), "remove one of the bindings in the cycle")
+        raise _err(
+            smap, ("jobs", cycle[0]), "the steps form a cycle: " + " -> ".join(cycle), "remove one of the bindings in the cycle"
+        )
     job.jobs = {n: steps[n] for n in steps}
     loaded.step_deps = deps
 

@@ -24,7 +24,19 @@ from hpcjobs.spec.yamlload import PathKey, SourceMap, dotted, load_yaml_file, lo
 DUMP_ONLY = ("$schema", "id", "status", "creation_context", "log_files", "parameters")
 JOB_TYPES = {"command": m.CommandJob, "sweep": m.SweepJob, "pipeline": m.PipelineJob}
 UNSUPPORTED_TYPES = ("automl", "spark", "import", "finetuning", "distillation", "parallel", "data_transfer")
-URI_PREFIXES = ("azureml:", "http://", "https://", "wasbs://", "wasb://", "abfss://", "adl://", "runs:/", "s3://", "gs://", "git+")
+URI_PREFIXES = (
+    "azureml:",
+    "http://",
+    "https://",
+    "wasbs://",
+    "wasb://",
+    "abfss://",
+    "adl://",
+    "runs:/",
+    "s3://",
+    "gs://",
+    "git+",
+)
 
 
 @dataclass
@@ -136,7 +148,7 @@ def apply_sets(data: dict[str, Any], sets: list[str], smap: SourceMap, root: typ
                         f"--set {item}: '{part}' is not a key of {where}",
                         hint=known_list_hint(str(part), known, "keys there") if known else None,
                     )
-                ann = child[0] if len(child) == 1 else typing.Union[tuple(child)]  # noqa: UP007
+                ann = child[0] if len(child) == 1 else typing.Union[tuple(child)]
             if isinstance(node, list):
                 if not isinstance(part, int) or not -len(node) <= part < len(node):
                     raise ValidationError(f"--set {item}: index {part} is out of range for {dotted(tuple(parts[:i]))}")
@@ -167,10 +179,7 @@ def _yaml_path(loc: tuple[Any, ...], data: Any) -> tuple[PathKey, bool]:
     out: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
             out.append(part)
             node = node[part]
         elif isinstance(part, str) and part in ("value",) and not isinstance(node, dict):
@@ -178,7 +187,9 @@ def _yaml_path(loc: tuple[Any, ...], data: Any) -> tuple[PathKey, bool]:
             continue
         else:
             # pydantic names union members (e.g. 'InlineEnvironment', 'str'); skip those
-            if isinstance(part, str) and (part[:1].isupper() or part in ("str", "int", "float", "bool", "dict", "list") or "[" in part):
+            if isinstance(part, str) and (
+                part[:1].isupper() or part in ("str", "int", "float", "bool", "dict", "list") or "[" in part
+            ):
                 continue
             out.append(part)
             return tuple(out), False
@@ -210,7 +221,7 @@ def _message(err: Any, model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[st
             if child is None:
                 ann = None
                 break
-            ann = typing.Union[tuple(child)] if len(child) > 1 else child[0]  # noqa: UP007
+            ann = typing.Union[tuple(child)] if len(child) > 1 else child[0]
         known = _known_at(ann) if ann is not None else []
         hint = known_list_hint(str(field_name), known, "allowed keys") if known else None
         return f"unknown key '{field_name}'", hint
@@ -243,7 +254,9 @@ def _message(err: Any, model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[st
         msg = str(err.get("msg", ""))
         return msg.removeprefix("Value error, "), None
     msg = str(err.get("msg", etype))
-    return f"{msg[0].lower()}{msg[1:]}" + (f", got {_describe(value)}" if value is not None and not isinstance(value, dict | list) else ""), None
+    return f"{msg[0].lower()}{msg[1:]}" + (
+        f", got {_describe(value)}" if value is not None and not isinstance(value, dict | list) else ""
+    ), None
 
 
 def validate_model(model: type[BaseModel], data: Any, smap: SourceMap, prefix: PathKey = ()) -> Any:
@@ -254,7 +267,9 @@ def validate_model(model: type[BaseModel], data: Any, smap: SourceMap, prefix: P
         raise _convert(exc, model, data, smap, prefix) from None
 
 
-def _convert(exc: pydantic.ValidationError, model: type[BaseModel], data: Any, smap: SourceMap, prefix: PathKey) -> ValidationError:
+def _convert(
+    exc: pydantic.ValidationError, model: type[BaseModel], data: Any, smap: SourceMap, prefix: PathKey
+) -> ValidationError:
     found: list[tuple[tuple[int, int], ValidationError]] = []
     for err in exc.errors():
         path, _complete = _yaml_path(tuple(err["loc"]), data)
@@ -305,7 +320,9 @@ def _prep_inputs(data: dict[str, Any], smap: SourceMap, prefix: PathKey, base: P
     for name, value in list(inputs.items()):
         p = (*prefix, "inputs", name)
         if not m.IO_NAME_RE.match(name):
-            raise _err(smap, p, f"invalid input name '{name}'", "names use letters, digits and _ and do not start with a digit", key=True)
+            raise _err(
+                smap, p, f"invalid input name '{name}'", "names use letters, digits and _ and do not start with a digit", key=True
+            )
         if component:
             continue
         if isinstance(value, dict):
@@ -332,7 +349,9 @@ def _prep_outputs(data: dict[str, Any], smap: SourceMap, prefix: PathKey) -> Non
         raise _err(smap, (*prefix, "outputs"), f"expected a mapping of output names, got {_describe(outputs)}")
     for name in outputs:
         if not m.IO_NAME_RE.match(name):
-            raise _err(smap, (*prefix, "outputs", name), f"invalid output name '{name}'", "names use letters, digits and _", key=True)
+            raise _err(
+                smap, (*prefix, "outputs", name), f"invalid output name '{name}'", "names use letters, digits and _", key=True
+            )
 
 
 def _prep_distribution(data: dict[str, Any], smap: SourceMap, prefix: PathKey) -> None:
@@ -347,7 +366,9 @@ def _prep_distribution(data: dict[str, Any], smap: SourceMap, prefix: PathKey) -
         raise _err(smap, p, "missing required key 'type'", "one of: " + ", ".join(m.DISTRIBUTIONS))
     cls = m.DISTRIBUTIONS.get(kind.lower())
     if cls is None:
-        raise _err(smap, (*p, "type"), f"unknown distribution type '{kind}'", known_list_hint(kind, m.DISTRIBUTIONS, "known types"))
+        raise _err(
+            smap, (*p, "type"), f"unknown distribution type '{kind}'", known_list_hint(kind, m.DISTRIBUTIONS, "known types")
+        )
     data["distribution"] = validate_model(cls, {**dist, "type": kind.lower()}, smap, p)
 
 
@@ -371,7 +392,12 @@ def _prep_environment(data: dict[str, Any], smap: SourceMap, prefix: PathKey, ba
     if not isinstance(env, dict):
         raise _err(smap, p, f"expected an image reference string or a mapping, got {_describe(env)}")
     if "channels" in env or "dependencies" in env:
-        raise _err(smap, p, "conda 'channels'/'dependencies' belong in a conda file", "put them under environment.conda_file (inline mapping or a path)")
+        raise _err(
+            smap,
+            p,
+            "conda 'channels'/'dependencies' belong in a conda file",
+            "put them under environment.conda_file (inline mapping or a path)",
+        )
     model = validate_model(m.InlineEnvironment, env, smap, p)
     _resolve_env_paths(model, base)
     data["environment"] = model
@@ -392,10 +418,20 @@ def _prep_code(data: dict[str, Any], smap: SourceMap, prefix: PathKey, base: Pat
     if not isinstance(code, str):
         raise _err(smap, p, f"expected a path, got {_describe(code)}")
     if is_uri(code):
-        raise _err(smap, p, f"code '{code}' is a remote reference; hpcjobs uploads local code folders", "clone or download it and point code: at the local folder")
+        raise _err(
+            smap,
+            p,
+            f"code '{code}' is a remote reference; hpcjobs uploads local code folders",
+            "clone or download it and point code: at the local folder",
+        )
     resolved = Path(_resolve_local(code, base))
     if not resolved.exists():
-        raise _err(smap, p, f"code folder '{code}' does not exist (resolved to {resolved})", "paths are relative to the folder of the job file")
+        raise _err(
+            smap,
+            p,
+            f"code folder '{code}' does not exist (resolved to {resolved})",
+            "paths are relative to the folder of the job file",
+        )
     data["code"] = str(resolved)
 
 
@@ -437,9 +473,16 @@ def load_job(path: str | Path, sets: list[str] | None = None) -> Loaded:
         raise _err(smap, ("type",), f"expected a job type string, got {_describe(raw_type)}")
     if raw_type not in JOB_TYPES:
         if raw_type.lower() in JOB_TYPES:
-            raise _err(smap, ("type",), f"unknown job type '{raw_type}'", f"job types are lower case: did you mean '{raw_type.lower()}'?")
+            raise _err(
+                smap, ("type",), f"unknown job type '{raw_type}'", f"job types are lower case: did you mean '{raw_type.lower()}'?"
+            )
         if raw_type in UNSUPPORTED_TYPES:
-            raise _err(smap, ("type",), f"job type '{raw_type}' is an Azure-only service and is not supported on Slurm", "supported: command, sweep, pipeline")
+            raise _err(
+                smap,
+                ("type",),
+                f"job type '{raw_type}' is an Azure-only service and is not supported on Slurm",
+                "supported: command, sweep, pipeline",
+            )
         raise _err(smap, ("type",), f"unknown job type '{raw_type}'", known_list_hint(raw_type, JOB_TYPES, "supported types"))
     base = p.resolve().parent
     warnings: list[str] = []

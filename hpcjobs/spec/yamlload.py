@@ -124,9 +124,7 @@ class _Builder:
 
     def error(self, node: yaml.Node, message: str, path: PathKey, hint: str | None = None) -> ValidationError:
         line, col = _pos(node)
-        return ValidationError(
-            message, hint=hint, location=Location(self.file, line, col), field=dotted(path) or None
-        )
+        return ValidationError(message, hint=hint, location=Location(self.file, line, col), field=dotted(path) or None)
 
     def build(self, node: yaml.Node, path: PathKey, depth: int = 0) -> Any:
         self.count += 1
@@ -267,9 +265,7 @@ def load_yaml_file(path: Path) -> tuple[Any, SourceMap]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValidationError(
-            f"file is not valid UTF-8 (byte {exc.start})", location=Location(shown)
-        ) from None
+        raise ValidationError(f"file is not valid UTF-8 (byte {exc.start})", location=Location(shown)) from None
     return load_yaml_text(text, shown)
 
 

@@ -34,7 +34,7 @@ class LocalTransport(Transport):
             full_env = dict(os.environ)
             full_env.update(env)
         try:
-            proc = subprocess.run(  # noqa: S603 - argv list, no shell
+            proc = subprocess.run(
                 argv,
                 input=stdin,
                 capture_output=True,
@@ -62,7 +62,7 @@ class LocalTransport(Transport):
         self.stats.commands += 1
         self.stats.argv_log.append(list(argv))
         full_env = dict(os.environ, **env) if env else None
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             list(argv), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE, env=full_env
         )
         try:
@@ -80,7 +80,9 @@ class LocalTransport(Transport):
                 proc.kill()
             proc.wait()
 
-    def spawn_detached(self, argv: Sequence[str], *, log_path: str, cwd: str | None = None, env: Mapping[str, str] | None = None) -> int:
+    def spawn_detached(
+        self, argv: Sequence[str], *, log_path: str, cwd: str | None = None, env: Mapping[str, str] | None = None
+    ) -> int:
         """Start *argv* in its own session, detached from this process; return its pid.
 
         The child outlives the CLI; stdout and stderr go to *log_path*.
@@ -90,7 +92,7 @@ class LocalTransport(Transport):
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         full_env = dict(os.environ, **env) if env else None
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(  # noqa: S603
+            proc = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -1,0 +1,925 @@
+"""The pipeline planner: a validated ``type: pipeline`` job -> one script per step, chained by Slurm dependencies.
+
+Two pure phases:
+
+1. :func:`resolve_steps` turns every step (inline command, command component) into a
+   :class:`StepSpec`: its command, code, environment, compute, run settings, and every
+   input bound to a concrete value -- a literal, a data path, or the output of an
+   upstream step (:class:`Upstream`).  Each step also gets its reuse key
+   (:func:`hpcjobs.reuse.step_key`), which depends on the keys of the steps it reads from.
+2. :func:`plan_pipeline` walks the steps in topological order and renders one script per
+   step with :func:`hpcjobs.plan._command_script`, each in its own step folder
+   ``<job_dir>/steps/<step>/``.  An upstream output folder is the downstream input path:
+   data flows through the cluster's filesystem, nothing is copied unless the input asks
+   for ``mode: download``.  A step whose reuse key names a completed run in
+   ``target.reusable`` is not rendered at all: its child record points at that run, and
+   steps downstream read that run's outputs.
+
+Dependencies: every edge of the DAG is a data edge (``${{parent.jobs.S.outputs.O}}``), so
+every edge is ``afterok`` -- a step whose input was never produced cannot run -- and the
+Slurm backend adds ``--kill-on-invalid-dep=yes``, so a failed step cancels everything
+downstream of it while independent branches go on (Azure's default,
+``continue_on_step_failure: true``).  ``continue_on_step_failure: false`` renders the steps
+from ``pipeline_step.sh.j2``, whose exit hook cancels the other steps of the pipeline the
+moment one fails (see ``docs/pipelines.md``).  The only ``afterany`` edges are those of a
+``settings.on_finalize`` step, which runs after all others whatever their outcome.
+
+:func:`prepare_target` is the one function here that does I/O: the API calls it before
+planning to hash code folders and local data inputs and to look completed runs up in the
+reuse index.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpcjobs.errors import HpcjobsError, ValidationError, known_list_hint
+from hpcjobs.plan import CommandContext, Plan, Script, Target, _command_script, _meta, command_env, job_root
+from hpcjobs.site import Compute, Site
+from hpcjobs.spec import models as m
+from hpcjobs.spec.check import parse_binding, topo_order
+from hpcjobs.spec.load import Loaded, _prep_inputs, _resolve_local, is_uri, validate_model
+from hpcjobs.spec.yamlload import PathKey, SourceMap, dotted
+from hpcjobs.sweep.sampling import format_value
+
+if TYPE_CHECKING:
+    from hpcjobs.backends.base import Backend
+    from hpcjobs.store import JobRecord, Store
+
+#: the template of a step whose failure must stop the whole pipeline
+FAIL_FAST_TEMPLATE = "pipeline_step.sh.j2"
+STEP_TEMPLATE = "job.sh.j2"
+NAME_MAX = 255
+DATA_PORT_TYPES = (*m.DATA_TYPES, "path")
+
+
+@dataclass
+class Upstream:
+    """An input bound to the output of another step (``${{parent.jobs.S.outputs.O}}``)."""
+
+    step: str
+    output: str
+    type: str = "uri_folder"
+    mode: str = "ro_mount"
+
+
+BoundInput = m.LiteralInput | m.DataInput | Upstream
+
+
+@dataclass
+class StepSpec:
+    """One step with everything bound, before rendering."""
+
+    name: str
+    kind: str
+    command: str
+    code: str | None
+    environment: Any
+    env_vars: dict[str, Any]
+    resources: m.Resources | None
+    distribution: Any
+    timeout: int | None
+    compute_name: str
+    compute: Compute
+    inputs: dict[str, BoundInput]
+    outputs: dict[str, m.JobOutput]
+    #: step output -> the pipeline output it is routed to (``${{parent.outputs.Z}}``)
+    routed: dict[str, str]
+    #: steps this one waits for, in topological order
+    deps: list[str]
+    dependency_type: str = "afterok"
+    deterministic: bool = True
+    component_name: str | None = None
+    component_version: str | None = None
+    display_name: str | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    role: str | None = None
+    key: str | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+def _err(smap: SourceMap, path: PathKey, message: str, hint: str | None = None) -> ValidationError:
+    return ValidationError(message, hint=hint, location=smap.locate(path), field=dotted(path) or None)
+
+
+def step_job_name(pipeline: str, step: str) -> str:
+    """The job name of a step: ``<pipeline>_<step>``, shortened with a hash past 255 characters."""
+    name = f"{pipeline}_{step}"
+    if len(name) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: NAME_MAX - 11]}_{digest}"
+
+
+def pipeline_inputs(loaded: Loaded) -> dict[str, m.LiteralInput | m.DataInput]:
+    """The pipeline-level inputs as typed inputs (literals, or data with local paths resolved)."""
+    job = loaded.job
+    assert isinstance(job, m.PipelineJob)
+    work: dict[str, Any] = {"inputs": copy.deepcopy(job.inputs)}
+    _prep_inputs(work, loaded.source, (), loaded.base_dir)
+    return dict(work.get("inputs") or {})
+
+
+def _strip_azureml(name: str) -> str:
+    return name[len("azureml:") :] if name.startswith("azureml:") else name
+
+
+def _resolve_compute(loaded: Loaded, site: Site, node_compute: str | None, step_path: PathKey) -> tuple[str, Compute]:
+    """Step ``compute`` < ``settings.default_compute`` < pipeline ``compute`` < the site's default."""
+    job = loaded.job
+    assert isinstance(job, m.PipelineJob)
+    candidates: list[tuple[str | None, PathKey]] = [
+        (node_compute, (*step_path, "compute")),
+        (job.settings.default_compute, ("settings", "default_compute")),
+        (job.compute, ("compute",)),
+    ]
+    chosen: str | None = None
+    where: PathKey = step_path
+    for value, path in candidates:
+        if value:
+            chosen, where = value, path
+            break
+    if chosen is not None and _strip_azureml(chosen) == "serverless":
+        # Azure's serverless compute: here, the site's default compute
+        chosen = None
+    try:
+        return site.resolve_compute(chosen)
+    except HpcjobsError as exc:
+        raise ValidationError(exc.message, hint=exc.hint, location=loaded.source.locate(where), field=dotted(where)) from None
+
+
+def _default_datastore(loaded: Loaded, site: Site, warnings: list[str]) -> str | None:
+    job = loaded.job
+    assert isinstance(job, m.PipelineJob)
+    ds = job.settings.default_datastore
+    if not ds:
+        return None
+    name = _strip_azureml(ds)
+    if name in site.datastores:
+        return name
+    where = ("settings", "default_datastore")
+    if not site.datastores:
+        # the seed examples name Azure's workspaceblobstore; a site without datastores keeps outputs in the job folder
+        warnings.append(
+            f"{loaded.source.locate(where)}: settings.default_datastore: site '{site.name}' defines no datastores; "
+            "step outputs stay under the pipeline's job folder"
+        )
+        return None
+    raise _err(
+        loaded.source,
+        where,
+        f"datastore '{name}' is not defined for site '{site.name}'",
+        known_list_hint(name, site.datastores, "datastores"),
+    )
+
+
+def _coerce_param(value: Any, port: m.ParameterPort, smap: SourceMap, path: PathKey) -> Any:
+    """A literal for a typed component parameter, converted where the intent is clear (``--set`` gives strings)."""
+    if value is None:
+        return None
+    out = value
+    try:
+        if port.type == "integer":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            out = int(value)
+        elif port.type == "number":
+            if isinstance(value, bool):
+                raise ValueError
+            out = value if isinstance(value, int | float) else float(value)
+        elif port.type == "boolean":
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false"):
+                    raise ValueError
+                out = value.lower() == "true"
+            elif not isinstance(value, bool):
+                raise ValueError
+        else:
+            out = format_value(value) if not isinstance(value, str) else value
+    except (TypeError, ValueError):
+        raise _err(smap, path, f"expected a{'n' if port.type[0] in 'aeiou' else ''} {port.type}, got {value!r}") from None
+    if port.enum is not None and out not in port.enum and str(out) not in [str(e) for e in port.enum]:
+        raise _err(smap, path, f"{out!r} is not one of the allowed values", "allowed: " + ", ".join(map(str, port.enum)))
+    if isinstance(out, int | float) and not isinstance(out, bool):
+        if port.min is not None and out < port.min:
+            raise _err(smap, path, f"{out} is below the minimum {port.min}")
+        if port.max is not None and out > port.max:
+            raise _err(smap, path, f"{out} is above the maximum {port.max}")
+    return out
+
+
+def _as_data(
+    value: m.LiteralInput | m.DataInput,
+    port: m.DataPort | None,
+    override: dict[str, Any],
+    base: Path,
+    smap: SourceMap,
+    path: PathKey,
+) -> m.DataInput:
+    """A data input for a data port: a string literal is a path (as Azure reads it)."""
+    if isinstance(value, m.DataInput):
+        data = value.model_dump(exclude_none=True)
+    else:
+        if value.value is None:
+            raise _err(smap, path, "a data input needs a path")
+        if not isinstance(value.value, str):
+            raise _err(smap, path, f"expected a path for a data input, got {value.value!r}")
+        text = value.value
+        data = {"path": text if is_uri(text) or "${{" in text else _resolve_local(text, base)}
+        if port is not None:
+            data["type"] = "uri_folder" if port.type == "path" else port.type
+    if port is not None and port.mode and "mode" not in override and isinstance(value, m.LiteralInput):
+        data["mode"] = port.mode
+    data.update({k: v for k, v in override.items() if k in ("mode", "type")})
+    out: m.DataInput = validate_model(m.DataInput, data, smap, path)
+    return out
+
+
+def _override_of(raw: Any) -> dict[str, Any]:
+    """The ``mode``/``type`` given next to a bound ``path`` (``{path: ${{parent...}}, mode: download}``)."""
+    if isinstance(raw, dict):
+        return {k: v for k, v in raw.items() if k in ("mode", "type")}
+    return {}
+
+
+# --------------------------------------------------------------------------- phase 1: resolve
+@dataclass
+class _Ctx:
+    loaded: Loaded
+    site: Site
+    target: Target
+    pipeline_inputs: dict[str, m.LiteralInput | m.DataInput]
+    warnings: list[str]
+    specs: dict[str, StepSpec] = field(default_factory=dict)
+    #: output types of every step, by step then output
+    output_types: dict[str, dict[str, str]] = field(default_factory=dict)
+    default_datastore: str | None = None
+
+
+def _bind(
+    ctx: _Ctx,
+    step: str,
+    iname: str,
+    raw: Any,
+    port: m.ParameterPort | m.DataPort | None,
+    base: Path,
+) -> BoundInput | None:
+    """Bind one step input (raw YAML value) to a literal, a data path or an upstream output."""
+    smap = ctx.loaded.source
+    ipath: PathKey = ("jobs", step, "inputs", iname)
+    override = _override_of(raw)
+    b = parse_binding(raw)
+    bound: BoundInput | None
+    if b is None:
+        if isinstance(raw, dict):
+            kind = raw.get("type")
+            if "value" in raw or (isinstance(kind, str) and kind.lower() in m.PARAM_TYPES):
+                bound = validate_model(m.LiteralInput, raw, smap, ipath)
+            else:
+                bound = validate_model(m.DataInput, raw, smap, ipath)
+                assert isinstance(bound, m.DataInput)
+                if bound.path and not is_uri(bound.path) and not bound.path.startswith("/"):
+                    bound.path = _resolve_local(bound.path, ctx.loaded.base_dir)
+        elif isinstance(raw, bool | int | float | str) or raw is None:
+            bound = m.LiteralInput(value=raw)
+        else:
+            raise _err(smap, ipath, f"expected a literal value, a mapping or a binding, got {type(raw).__name__}")
+    else:
+        if b[0] == "inputs":
+            b = ("parent", *b)
+        if b[1] == "inputs":
+            src = ctx.pipeline_inputs.get(b[2])
+            if src is None:
+                raise _err(smap, ipath, f"binding refers to pipeline input '{b[2]}', which is not declared")
+            bound = src.model_copy(deep=True)
+        elif b[3] == "outputs":
+            up = ctx.specs.get(b[2])
+            if up is None:
+                raise _err(smap, ipath, f"step '{b[2]}' is not planned before step '{step}'")
+            otype = override.get("type") or ctx.output_types.get(b[2], {}).get(b[4], "uri_folder")
+            mode = override.get("mode") or (port.mode if isinstance(port, m.DataPort) and port.mode else "ro_mount")
+            up_bound = Upstream(step=b[2], output=b[4], type=str(otype).lower(), mode=str(mode).lower())
+            # the same checks as a data input: a mode that does not fit the type is an error here
+            validate_model(m.DataInput, {"type": up_bound.type, "mode": up_bound.mode}, smap, ipath)
+            return up_bound
+        else:
+            up = ctx.specs.get(b[2])
+            if up is None:
+                raise _err(smap, ipath, f"step '{b[2]}' is not planned before step '{step}'")
+            got = up.inputs.get(b[4])
+            if got is None:
+                return None
+            bound = copy.deepcopy(got)
+            if isinstance(bound, Upstream):
+                return bound
+    # shape the value for the port it feeds
+    assert not isinstance(bound, Upstream)
+    if isinstance(port, m.DataPort):
+        if isinstance(bound, m.LiteralInput) and bound.value is None:
+            return None
+        return _as_data(bound, port, override, base, smap, ipath)
+    if isinstance(port, m.ParameterPort):
+        if isinstance(bound, m.DataInput):
+            raise _err(smap, ipath, f"input '{iname}' is a {port.type} parameter; it cannot take data ({bound.type})")
+        assert isinstance(bound, m.LiteralInput)
+        if bound.value is None:
+            return None
+        return m.LiteralInput(value=_coerce_param(bound.value, port, smap, ipath), type=port.type)
+    if isinstance(bound, m.DataInput) and override:
+        return _as_data(bound, None, override, base, smap, ipath)
+    if isinstance(bound, m.LiteralInput) and bound.value is None:
+        return None
+    return bound
+
+
+def _output(
+    ctx: _Ctx, step: str, oname: str, raw: Any, port: m.OutputPort | None, smap: SourceMap, opath: PathKey
+) -> tuple[m.JobOutput, str | None]:
+    """A step output spec and the pipeline output it is routed to (if any)."""
+    base: dict[str, Any] = {}
+    if port is not None:
+        ptype = (port.type or "uri_folder").lower()
+        if ptype not in DATA_PORT_TYPES:
+            raise _err(
+                smap,
+                opath,
+                f"output '{oname}' is a {ptype} (primitive) output, which steps on Slurm cannot produce",
+                "write the value into a uri_file output instead",
+            )
+        base["type"] = "uri_folder" if ptype == "path" else ptype
+        if port.mode:
+            base["mode"] = port.mode
+        if port.path:
+            base["path"] = port.path
+    routed: str | None = None
+    if isinstance(raw, str):
+        b = parse_binding(raw)
+        if b is not None and len(b) == 3 and b[1] == "outputs":
+            routed = b[2]
+        else:
+            raise _err(smap, opath, f"invalid output binding {raw!r}", "step outputs bind to ${{parent.outputs.X}}")
+    elif isinstance(raw, dict):
+        data = dict(raw)
+        target = data.get("path")
+        if isinstance(target, str) and target.strip().startswith("${{"):
+            b = parse_binding(target)
+            if b is None or len(b) != 3 or b[1] != "outputs":
+                raise _err(smap, opath, f"invalid output binding {target!r}", "step outputs bind to ${{parent.outputs.X}}")
+            routed = b[2]
+            del data["path"]
+        base.update(data)
+    elif raw is not None:
+        raise _err(smap, opath, f"expected an output spec or a binding, got {raw!r}")
+    out = validate_model(m.JobOutput, base, smap, opath)
+    assert isinstance(out, m.JobOutput)
+    if routed is not None:
+        job = ctx.loaded.job
+        assert isinstance(job, m.PipelineJob)
+        declared = job.outputs.get(routed)
+        if declared is not None and declared.path:
+            out.path = declared.path.replace("${{output_name}}", routed)
+    elif out.path is None and ctx.default_datastore:
+        out.path = f"azureml://datastores/{ctx.default_datastore}/paths/azureml/${{{{name}}}}/${{{{output_name}}}}"
+    return out, routed
+
+
+def _resources(
+    comp_res: dict[str, Any] | None, node_res: m.Resources | None, warnings: list[str], where: str
+) -> m.Resources | None:
+    if not comp_res and node_res is None:
+        return node_res
+    data: dict[str, Any] = {}
+    for k, v in (comp_res or {}).items():
+        if k in m.Resources.model_fields:
+            data[k] = v
+        else:
+            warnings.append(f"{where}: resources.{k} of the component is not used on Slurm")
+    if node_res is not None:
+        data.update(node_res.model_dump(exclude_unset=True))
+    return m.Resources.model_validate(data)
+
+
+def _sweep_unsupported(ctx: _Ctx, step: str, node: m.SweepNode) -> ValidationError:
+    """Check a sweep step as far as we can, then say clearly that it cannot run inside a pipeline yet."""
+    from hpcjobs.spec.load import load_component
+    from hpcjobs.sweep.sampling import parse_search_space
+
+    smap = ctx.loaded.source
+    p: PathKey = ("jobs", step)
+    try:
+        parse_search_space(node.search_space, field=f"jobs.{step}.search_space")
+    except ValidationError as exc:
+        raise _err(smap, (*p, "search_space"), exc.message, exc.hint) from None
+    if isinstance(node.trial, str):
+        comp, _, _ = load_component(Path(_resolve_local(node.trial.removeprefix("file:"), ctx.loaded.base_dir)))
+        for hp in node.search_space:
+            if hp not in comp.inputs:
+                raise _err(
+                    smap,
+                    (*p, "search_space", hp),
+                    f"search space parameter '{hp}' is not an input of component '{comp.name}'",
+                    known_list_hint(hp, comp.inputs, "its inputs"),
+                )
+    return _err(
+        smap,
+        (*p, "type"),
+        f"step '{step}' is a sweep: sweep steps inside pipelines are not supported yet",
+        "run the sweep as its own job (type: sweep) and pass its best model to the pipeline as an input path",
+    )
+
+
+def _roles(loaded: Loaded, deps: dict[str, set[str]]) -> tuple[str | None, str | None]:
+    """The ``settings.on_init`` and ``settings.on_finalize`` steps, checked."""
+    job = loaded.job
+    assert isinstance(job, m.PipelineJob)
+    smap = loaded.source
+    found: list[str | None] = []
+    for key in ("on_init", "on_finalize"):
+        step = getattr(job.settings, key)
+        if step is not None and step not in job.jobs:
+            raise _err(smap, ("settings", key), f"step '{step}' does not exist", known_list_hint(step, job.jobs, "steps"))
+        found.append(step)
+    init, fin = found
+    if init is not None and fin == init:
+        raise _err(smap, ("settings", "on_finalize"), "on_init and on_finalize name the same step")
+    for key, step in (("on_init", init), ("on_finalize", fin)):
+        if step is None:
+            continue
+        users = sorted(n for n, d in deps.items() if step in d)
+        if deps.get(step) or users:
+            raise _err(
+                smap,
+                ("settings", key),
+                f"the {key} step '{step}' must not exchange data with other steps",
+                "it runs " + ("before" if key == "on_init" else "after") + " every other step by itself",
+            )
+    return init, fin
+
+
+def resolve_steps(loaded: Loaded, site: Site, target: Target, warnings: list[str] | None = None) -> list[StepSpec]:
+    """Every step of the pipeline with its inputs bound, in topological order (pure)."""
+    from hpcjobs import reuse
+
+    job = loaded.job
+    assert isinstance(job, m.PipelineJob)
+    smap = loaded.source
+    warns = warnings if warnings is not None else []
+    ctx = _Ctx(loaded=loaded, site=site, target=target, pipeline_inputs=pipeline_inputs(loaded), warnings=warns)
+    ctx.default_datastore = _default_datastore(loaded, site, warns)
+    deps = {n: set(loaded.step_deps.get(n, set())) for n in job.jobs}
+    init, fin = _roles(loaded, deps)
+    # ${{parent.jobs.S.inputs.I}} reads what S reads, so S is resolved first (and the step
+    # waits for whatever S's input comes from: see the Upstream handling below)
+    order_deps = {n: set(d) for n, d in deps.items()}
+    for n, node in job.jobs.items():
+        for raw in getattr(node, "inputs", {}).values():
+            b = parse_binding(raw)
+            if b is not None and len(b) == 5 and b[1] == "jobs" and b[3] == "inputs" and b[2] in job.jobs and b[2] != n:
+                order_deps[n].add(b[2])
+    order = topo_order(order_deps)
+    if order is None:
+        raise _err(smap, ("jobs",), "the steps form a cycle through ${{parent.jobs.S.inputs.X}} bindings")
+    if init is not None:
+        order = [init, *(n for n in order if n != init)]
+    if fin is not None:
+        order = [*(n for n in order if n != fin), fin]
+    routed_by: dict[str, str] = {}
+    for step in order:
+        node = job.jobs[step]
+        p: PathKey = ("jobs", step)
+        if isinstance(node, m.SweepNode):
+            raise _sweep_unsupported(ctx, step, node)
+        comp: m.CommandComponent | None = None
+        base = loaded.base_dir
+        if isinstance(node, m.ComponentNode):
+            comp, _cmap, cpath = loaded.components[step]
+            base = Path(cpath).resolve().parent
+        compute_name, compute = _resolve_compute(loaded, site, node.compute, p)
+        inputs: dict[str, BoundInput] = {}
+        if comp is not None:
+            for iname, port in comp.inputs.items():
+                if iname in node.inputs:
+                    bound = _bind(ctx, step, iname, node.inputs[iname], port, loaded.base_dir)
+                elif port.default is not None:
+                    if isinstance(port, m.DataPort):
+                        dpath = port.default if is_uri(port.default) else _resolve_local(port.default, base)
+                        dtype = "uri_folder" if port.type == "path" else port.type
+                        bound = validate_model(
+                            m.DataInput, {"type": dtype, "path": dpath, **({"mode": port.mode} if port.mode else {})}, smap, p
+                        )
+                    else:
+                        bound = m.LiteralInput(value=port.default, type=port.type)
+                else:
+                    bound = None
+                if bound is None and not port.optional:
+                    raise _err(smap, (*p, "inputs"), f"required input '{iname}' of component '{comp.name}' has no value")
+                if bound is not None:
+                    inputs[iname] = bound
+        else:
+            for iname, raw in node.inputs.items():
+                bound = _bind(ctx, step, iname, raw, None, loaded.base_dir)
+                if bound is not None:
+                    inputs[iname] = bound
+        outputs: dict[str, m.JobOutput] = {}
+        routed: dict[str, str] = {}
+        if comp is not None:
+            for oname, oport in comp.outputs.items():
+                out, z = _output(ctx, step, oname, node.outputs.get(oname), oport or m.OutputPort(), smap, (*p, "outputs", oname))
+                outputs[oname] = out
+                if z:
+                    routed[oname] = z
+        else:
+            for oname, raw in node.outputs.items():
+                out, z = _output(ctx, step, oname, raw, None, smap, (*p, "outputs", oname))
+                outputs[oname] = out
+                if z:
+                    routed[oname] = z
+        for oname, z in routed.items():
+            if z in routed_by:
+                raise _err(
+                    smap,
+                    (*p, "outputs", oname),
+                    f"pipeline output '{z}' is already bound to an output of step '{routed_by[z]}'",
+                    "a pipeline output takes the data of exactly one step output",
+                )
+            routed_by[z] = step
+        ctx.output_types[step] = {o: out.type for o, out in outputs.items()}
+        step_deps = set(deps.get(step, set()))
+        step_deps.update(v.step for v in inputs.values() if isinstance(v, Upstream))
+        role = "init" if step == init else "finalize" if step == fin else None
+        if init is not None and step != init:
+            step_deps.add(init)
+        dep_type = "afterok"
+        if role == "finalize":
+            step_deps = {n for n in order if n != step}
+            dep_type = "afterany"
+        if comp is not None:
+            assert isinstance(node, m.ComponentNode)
+            res = _resources(comp.resources, node.resources, warns, f"{smap.locate(p)}: jobs.{step}")
+            spec = StepSpec(
+                name=step,
+                kind="component",
+                command=comp.command,
+                code=comp.code,
+                environment=comp.environment,
+                env_vars=dict(node.environment_variables),
+                resources=res,
+                distribution=node.distribution or comp.distribution,
+                timeout=node.limits.timeout if node.limits else None,
+                compute_name=compute_name,
+                compute=compute,
+                inputs=inputs,
+                outputs=outputs,
+                routed=routed,
+                deps=[n for n in order if n in step_deps],
+                dependency_type=dep_type,
+                deterministic=comp.is_deterministic,
+                component_name=comp.name,
+                component_version=None if comp.version is None else str(comp.version),
+                display_name=node.display_name or comp.display_name,
+                tags={**comp.tags, **node.tags},
+                role=role,
+            )
+        else:
+            assert isinstance(node, m.CommandNode)
+            spec = StepSpec(
+                name=step,
+                kind="command",
+                command=node.command,
+                code=node.code,
+                environment=node.environment,
+                env_vars=dict(node.environment_variables),
+                resources=node.resources,
+                distribution=node.distribution,
+                timeout=node.limits.timeout if node.limits else None,
+                compute_name=compute_name,
+                compute=compute,
+                inputs=inputs,
+                outputs=outputs,
+                routed=routed,
+                deps=[n for n in order if n in step_deps],
+                dependency_type=dep_type,
+                display_name=node.display_name,
+                tags=dict(node.tags),
+                role=role,
+            )
+        spec.key = reuse.step_key(spec, {n: s.key for n, s in ctx.specs.items()}, target.digests, site.name)
+        ctx.specs[step] = spec
+    for z in job.outputs:
+        if z not in routed_by:
+            warns.append(
+                f"{smap.locate(('outputs', z))}: outputs.{z}: no step output is bound to it (use ${{{{parent.outputs.{z}}}}})"
+            )
+    return [ctx.specs[n] for n in order]
+
+
+# --------------------------------------------------------------------------- phase 2: render
+def _materialize(spec: StepSpec, outputs_of: dict[str, dict[str, str]]) -> dict[str, m.LiteralInput | m.DataInput]:
+    out: dict[str, m.LiteralInput | m.DataInput] = {}
+    for iname, v in spec.inputs.items():
+        if isinstance(v, Upstream):
+            path = outputs_of[v.step][v.output]
+            out[iname] = m.DataInput.model_validate({"type": v.type, "path": path, "mode": v.mode})
+        else:
+            out[iname] = v
+    return out
+
+
+def _input_view(inputs: dict[str, m.LiteralInput | m.DataInput]) -> dict[str, str]:
+    view: dict[str, str] = {}
+    for k, v in inputs.items():
+        if isinstance(v, m.LiteralInput):
+            view[k] = format_value(v.value)
+        elif v.path is not None:
+            view[k] = v.path
+    return view
+
+
+def plan_pipeline(loaded: Loaded, site: Site, target: Target, *, name: str, token: str) -> Plan:
+    """Plan a pipeline job: one script per step (reused steps: none), in dependency order."""
+    job = loaded.job
+    assert isinstance(job, m.PipelineJob)
+    warnings = list(loaded.warnings)
+    specs = resolve_steps(loaded, site, target, warnings)
+    root = job_root(site, target)
+    job_dir = f"{root}/{name}"
+    try:
+        compute_name, _ = _resolve_compute(loaded, site, None, ("jobs",))
+    except ValidationError:
+        # every step names its own compute
+        compute_name = specs[0].compute_name
+    plan = Plan(name=name, kind="pipeline", site=site.name, compute=compute_name, job_dir=job_dir, token=token, scripts=[])
+    plan.warnings = warnings
+    force = bool(job.settings.force_rerun)
+    template = STEP_TEMPLATE if job.settings.continue_on_step_failure else FAIL_FAST_TEMPLATE
+    outputs_of: dict[str, dict[str, str]] = {}
+    reused: set[str] = set()
+    steps_meta: dict[str, dict[str, Any]] = {}
+    pipeline_outputs: dict[str, str] = {}
+    manifest: list[dict[str, Any]] = []
+    for spec in specs:
+        child = step_job_name(name, spec.name)
+        step_dir = f"{job_dir}/steps/{spec.name}"
+        hit = target.reusable.get(spec.key) if spec.key and not force else None
+        meta: dict[str, Any] = {"depends_on": list(spec.deps), "job_name": child}
+        if spec.role:
+            meta["role"] = spec.role
+        if hit is not None:
+            reused.add(spec.name)
+            outputs_of[spec.name] = dict(hit["outputs"])
+            for oname, z in spec.routed.items():
+                if oname in hit["outputs"]:
+                    pipeline_outputs[z] = hit["outputs"][oname]
+            meta["reused_from"] = hit["name"]
+            plan.children.append(
+                {
+                    "name": child,
+                    "key": spec.name,
+                    "script_key": None,
+                    "type": "command",
+                    "job_dir": hit["job_dir"],
+                    "compute": spec.compute_name,
+                    "display_name": spec.display_name or spec.name,
+                    "tags": spec.tags,
+                    "status": "Completed",
+                    "started": hit.get("started"),
+                    "ended": hit.get("ended"),
+                    "exit_code": 0,
+                    "extra": {
+                        "step": spec.name,
+                        "outputs": dict(hit["outputs"]),
+                        "reused_from": hit["name"],
+                        "reuse_key": spec.key,
+                        "state_dir": hit.get("state_dir") or f"{hit['job_dir']}/.hpcjobs",
+                    },
+                }
+            )
+            steps_meta[spec.name] = meta
+            manifest.append({"step": spec.name, "job_name": child, "reused_from": hit["name"], "outputs": hit["outputs"]})
+            continue
+        fp = f"jobs.{spec.name}."
+        # output folders first: command_env knows datastores and ${{name}}; routed outputs go to the pipeline's
+        outs_spec: dict[str, m.JobOutput] = {}
+        for oname, out in spec.outputs.items():
+            out = out.model_copy()
+            routed_to = spec.routed.get(oname)
+            if routed_to is not None and out.path is None:
+                out.path = f"{job_dir}/named-outputs/{routed_to}"
+            elif routed_to is not None and out.path:
+                out.path = out.path.replace("${{name}}", name)
+            outs_spec[oname] = out
+        only_outputs = CommandContext(
+            command="",
+            inputs={},
+            outputs=outs_spec,
+            env_vars={},
+            environment=None,
+            resources=None,
+            distribution=None,
+            timeout=None,
+            code=None,
+        )
+        _, _, _, _, out_paths, _, _ = command_env(
+            site,
+            target,
+            only_outputs,
+            job_name=child,
+            out_base=f"{step_dir}/named-outputs",
+            task_dir_var=step_dir,
+            field_prefix=fp,
+        )
+        resolved_outs = {o: outs_spec[o].model_copy(update={"path": out_paths[o]}) for o in outs_spec}
+        inputs = _materialize(spec, outputs_of)
+        ctx = CommandContext(
+            command=spec.command,
+            inputs=inputs,
+            outputs=resolved_outs,
+            env_vars=spec.env_vars,
+            environment=spec.environment,
+            resources=spec.resources,
+            distribution=spec.distribution,
+            timeout=spec.timeout,
+            code=spec.code,
+        )
+        step_target = replace(target, code_digest=target.digests.get(spec.code)) if spec.code else target
+        plan.code_src = plan.code_dir = None
+        script: Script = _command_script(
+            plan,
+            site,
+            step_target,
+            spec.compute_name,
+            spec.compute,
+            ctx,
+            key=spec.name,
+            job_name=child,
+            task_dir=step_dir,
+            root=root,
+            field_prefix=fp,
+            template=template,
+        )
+        if plan.code_dir and plan.code_src:
+            plan.snapshots[plan.code_dir] = plan.code_src
+        code_dir = plan.code_dir
+        script.script_path = f"{step_dir}/job.sh"
+        script.depends_on = [d for d in spec.deps if d not in reused]
+        script.dependency_type = spec.dependency_type
+        plan.scripts.append(script)
+        outputs_of[spec.name] = dict(out_paths)
+        for oname, z in spec.routed.items():
+            pipeline_outputs[z] = out_paths[oname]
+        in_view = _input_view(inputs)
+        plan.children.append(
+            {
+                "name": child,
+                "key": spec.name,
+                "script_key": spec.name,
+                "type": "command",
+                "job_dir": step_dir,
+                "compute": spec.compute_name,
+                "display_name": spec.display_name or spec.name,
+                "tags": spec.tags,
+                "extra": {
+                    "step": spec.name,
+                    "outputs": dict(out_paths),
+                    "inputs": in_view,
+                    "code": code_dir,
+                    "scripts": {"main": script.script_path},
+                    **({"reuse_key": spec.key} if spec.key else {}),
+                },
+            }
+        )
+        steps_meta[spec.name] = meta
+        manifest.append(
+            {
+                "step": spec.name,
+                "job_name": child,
+                "script": script.script_path,
+                "depends_on": script.depends_on,
+                "dependency_type": script.dependency_type,
+                "compute": spec.compute_name,
+                "inputs": in_view,
+                "outputs": out_paths,
+                "reuse_key": spec.key,
+            }
+        )
+    # the pipeline's own view: its inputs and the step outputs routed to its outputs
+    plan.code_src = plan.code_dir = None
+    if len(plan.snapshots) == 1:
+        # one code folder: the plain single-snapshot path of the backends applies
+        ((plan.code_dir, plan.code_src),) = plan.snapshots.items()
+    plan.inputs = _input_view(dict(pipeline_inputs(loaded)))
+    plan.outputs = pipeline_outputs
+    plan.meta = _meta(job, loaded)
+    plan.meta["steps"] = steps_meta
+    plan.meta["pipeline"] = {
+        "continue_on_step_failure": bool(job.settings.continue_on_step_failure),
+        "force_rerun": force,
+        "reused": sorted(reused),
+    }
+    plan.files[f"{job_dir}/pipeline.json"] = json.dumps(
+        {"name": name, "continue_on_step_failure": job.settings.continue_on_step_failure, "steps": manifest},
+        indent=1,
+        sort_keys=True,
+    ).encode()
+    return plan
+
+
+# --------------------------------------------------------------------------- API side: I/O before planning
+def code_folders(loaded: Loaded) -> list[str]:
+    """The distinct local code folders of the pipeline's steps."""
+    job = loaded.job
+    assert isinstance(job, m.PipelineJob)
+    found: list[str] = []
+    for step, node in job.jobs.items():
+        code = None
+        if isinstance(node, m.CommandNode):
+            code = node.code
+        elif isinstance(node, m.ComponentNode) and step in loaded.components:
+            code = loaded.components[step][0].code
+        if code and code not in found:
+            found.append(code)
+    return found
+
+
+def local_data_paths(loaded: Loaded) -> list[str]:
+    """Local paths of the pipeline's data inputs (pipeline level and step level), for fingerprints."""
+    job = loaded.job
+    assert isinstance(job, m.PipelineJob)
+    paths: list[str] = []
+    try:
+        pins = pipeline_inputs(loaded)
+    except ValidationError:
+        pins = {}
+    for v in pins.values():
+        if isinstance(v, m.DataInput) and v.path and v.path.startswith("/"):
+            paths.append(v.path)
+    for node in job.jobs.values():
+        for raw in getattr(node, "inputs", {}).values():
+            if isinstance(raw, dict) and isinstance(raw.get("path"), str) and raw["path"].startswith("/"):
+                paths.append(raw["path"])
+    return list(dict.fromkeys(paths))
+
+
+def prepare_target(loaded: Loaded, site: Site, target: Target, store: Store | None, *, refresh: bool = False) -> None:
+    """Fill *target* with what planning a pipeline needs from the world (the one impure step).
+
+    * content digests of every step's code folder (snapshot folders and reuse keys) and
+      fingerprints of local data inputs (reuse keys);
+    * completed step runs that match a step's reuse key (unless ``settings.force_rerun``);
+      with *refresh*, candidate runs not yet known to be finished are refreshed first.
+    """
+    from hpcjobs import reuse
+    from hpcjobs.snapshot import take_snapshot
+
+    for code in code_folders(loaded):
+        snap = take_snapshot(code)
+        target.digests[code] = snap.digest
+        loaded.warnings.extend(w for w in snap.warnings() if w not in loaded.warnings)
+    for path in local_data_paths(loaded):
+        fp = reuse.fingerprint(path)
+        if fp is not None:
+            target.digests[path] = fp
+    job = loaded.job
+    assert isinstance(job, m.PipelineJob)
+    if store is None or job.settings.force_rerun:
+        return
+    specs = resolve_steps(loaded, site, target, [])
+    keys = [s.key for s in specs if s.key]
+    if keys:
+        target.reusable.update(reuse.lookup(store, site.name, keys, refresh=refresh))
+
+
+# --------------------------------------------------------------------------- status
+def stop_after_failure(parent: JobRecord, children: list[JobRecord], backend: Backend) -> list[str]:
+    """``continue_on_step_failure: false``: cancel the steps still queued or running once one failed.
+
+    The steps do this themselves when they fail (``pipeline_step.sh.j2``); this is the
+    backstop, run on every refresh, for a step that died without running its exit hook
+    (node failure, out of memory).  Returns the names of the steps it canceled.
+    """
+    from hpcjobs.status import JobStatus
+
+    info = parent.extra.get("pipeline") or {}
+    if info.get("continue_on_step_failure", True) or parent.extra.get("cancel_requested"):
+        return []
+    if not any(JobStatus(c.status) == JobStatus.FAILED for c in children):
+        return []
+    roles = {s: (v or {}).get("role") for s, v in (parent.extra.get("steps") or {}).items()}
+    victims = [
+        c
+        for c in children
+        if not JobStatus(c.status).is_terminal and roles.get(c.extra.get("step", "")) != "finalize" and c.slurm_ids
+    ]
+    if not victims:
+        return []
+    try:
+        backend.cancel(victims)
+    except HpcjobsError:
+        # already ending; the next refresh sees them terminal
+        return []
+    return [c.name for c in victims]

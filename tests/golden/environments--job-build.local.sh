@@ -1,0 +1,34 @@
+#!/bin/bash
+# ---------------------------------------------------------------------------
+# hpcjobs @VERSION@: command job golden_job
+# Rendered from templates/job.sh.j2. Every value that came from YAML or the
+# command line is quoted below; nothing from the user can add an #SBATCH line.
+# ---------------------------------------------------------------------------
+set -o pipefail
+umask 0022
+export HPCJOBS_JOB_NAME=golden_job
+export HPCJOBS_JOB_DIR=@JOB_ROOT@/golden_job
+export HPCJOBS_TASK_DIR="$HPCJOBS_JOB_DIR"
+export HPCJOBS_STATE="$HPCJOBS_TASK_DIR/.hpcjobs"
+export HPCJOBS_WORK="$HPCJOBS_TASK_DIR/wd"
+mkdir -p "$HPCJOBS_STATE" "$HPCJOBS_WORK/outputs" "$HPCJOBS_WORK/logs" || exit 70
+date +%s > "$HPCJOBS_STATE/started"
+hpcjobs_finish() {
+    local rc=$1
+    printf '%s\n' "$rc" > "$HPCJOBS_STATE/exit_code.tmp" && mv -f "$HPCJOBS_STATE/exit_code.tmp" "$HPCJOBS_STATE/exit_code"
+    date +%s > "$HPCJOBS_STATE/ended"
+    exit "$rc"
+}
+trap 'hpcjobs_finish 143' TERM
+trap 'hpcjobs_finish 130' INT
+# environment: site defaults, then the job's environment_variables, then hpcjobs' own
+# MLflow: attach this job to its run (sets MLFLOW_TRACKING_URI, MLFLOW_RUN_ID, MLFLOW_EXPERIMENT_ID)
+if hpcjobs_mlflow_env=$(python3 @JOB_ROOT@/golden_job/.mlflow/hpcjobs_mlflow.py start @JOB_ROOT@/golden_job/.mlflow/main.json); then eval "$hpcjobs_mlflow_env"; fi; unset hpcjobs_mlflow_env
+cd "$HPCJOBS_WORK" || hpcjobs_finish 73
+# the user's command, written verbatim (expressions already turned into quoted variables)
+cat > "$HPCJOBS_STATE/command.sh" <<'HPCJOBS_COMMAND_EOF'
+python /opt/app/greet.py
+HPCJOBS_COMMAND_EOF
+bash "$HPCJOBS_STATE/command.sh"
+rc=$?
+hpcjobs_finish "$rc"

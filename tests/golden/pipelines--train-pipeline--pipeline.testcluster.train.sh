@@ -1,0 +1,76 @@
+#!/bin/bash
+#SBATCH --job-name=golden_job_train
+#SBATCH --comment=hpcjobs:0000000000000000
+#SBATCH --partition=debug
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --time=00:30:00
+#SBATCH --output=@JOB_ROOT@/golden_job/steps/train/user_logs/std_log.txt
+#SBATCH --open-mode=append
+# ---------------------------------------------------------------------------
+# hpcjobs @VERSION@: pipeline job golden_job_train
+# Rendered from templates/job.sh.j2. Every value that came from YAML or the
+# command line is quoted below; nothing from the user can add an #SBATCH line.
+# ---------------------------------------------------------------------------
+set -o pipefail
+umask 0022
+export HPCJOBS_JOB_NAME=golden_job_train
+export HPCJOBS_JOB_DIR=@JOB_ROOT@/golden_job/steps/train
+export HPCJOBS_TASK_DIR="$HPCJOBS_JOB_DIR"
+export HPCJOBS_STATE="$HPCJOBS_TASK_DIR/.hpcjobs"
+export HPCJOBS_WORK="$HPCJOBS_TASK_DIR/wd"
+mkdir -p "$HPCJOBS_STATE" "$HPCJOBS_WORK/outputs" "$HPCJOBS_WORK/logs" || exit 70
+date +%s > "$HPCJOBS_STATE/started"
+hpcjobs_finish() {
+    local rc=$1
+    printf '%s\n' "$rc" > "$HPCJOBS_STATE/exit_code.tmp" && mv -f "$HPCJOBS_STATE/exit_code.tmp" "$HPCJOBS_STATE/exit_code"
+    date +%s > "$HPCJOBS_STATE/ended"
+    if [ "$rc" != 0 ] && [ "$rc" != 143 ] && [ "$rc" != 130 ]; then
+        # continue_on_step_failure: false -- this failure stops the whole pipeline
+        trap '' TERM INT
+        printf 'hpcjobs: step %s failed (exit %s) and continue_on_step_failure is false: canceling the other steps\n' "${HPCJOBS_JOB_DIR##*/}" "$rc" >&2
+        if [ -n "${SLURM_JOB_ID:-}" ]; then
+            hpcjobs_tag=$(squeue -h -j "$SLURM_JOB_ID" -o %k 2>/dev/null)
+            if [ -n "$hpcjobs_tag" ]; then
+                squeue --me -h -o '%A|%k|%E' 2>/dev/null | while IFS='|' read -r hpcjobs_id hpcjobs_com hpcjobs_dep; do
+                    if [ "$hpcjobs_com" = "$hpcjobs_tag" ] && [ "$hpcjobs_id" != "$SLURM_JOB_ID" ]; then
+                        case "$hpcjobs_dep" in *afterany*) ;; *) printf '%s\n' "$hpcjobs_id" ;; esac
+                    fi
+                done | xargs -r scancel 2>/dev/null
+            fi
+        elif grep -qa hpcjobs.localrun "/proc/$PPID/cmdline" 2>/dev/null; then
+            for hpcjobs_sd in "${HPCJOBS_JOB_DIR%/*}"/*/.hpcjobs; do
+                if [ "$hpcjobs_sd" != "$HPCJOBS_STATE" ] && [ -d "$hpcjobs_sd" ] && [ ! -e "$hpcjobs_sd/exit_code" ]; then
+                    printf 'canceled: step %s failed and continue_on_step_failure is false\n' "${HPCJOBS_JOB_DIR##*/}" > "$hpcjobs_sd/canceled"
+                fi
+            done
+            kill -TERM "$PPID" 2>/dev/null
+        fi
+    fi
+    exit "$rc"
+}
+trap 'hpcjobs_finish 143' TERM
+trap 'hpcjobs_finish 130' INT
+# code snapshot, available at the same relative paths as on Azure ML
+if [ ! -e "$HPCJOBS_STATE/code_copied" ]; then
+    cp -R @JOB_ROOT@/.snapshots/@DIGEST@/. "$HPCJOBS_WORK/" || hpcjobs_finish 71
+    : > "$HPCJOBS_STATE/code_copied"
+fi
+# environment: site defaults, then the job's environment_variables, then hpcjobs' own
+# MLflow: attach this job to its run (sets MLFLOW_TRACKING_URI, MLFLOW_RUN_ID, MLFLOW_EXPERIMENT_ID)
+if hpcjobs_mlflow_env=$(python3 @JOB_ROOT@/golden_job/.mlflow/hpcjobs_mlflow.py start @JOB_ROOT@/golden_job/steps/train/.mlflow/train.json); then eval "$hpcjobs_mlflow_env"; fi; unset hpcjobs_mlflow_env
+export AZURE_ML_INPUT_training_data=@JOB_ROOT@/golden_job/steps/get_data/named-outputs/train_data
+export AZURE_ML_INPUT_learning_rate=0.5
+export AZUREML_PARAMETER_learning_rate=0.5
+export AZURE_ML_INPUT_epochs=200
+export AZUREML_PARAMETER_epochs=200
+export AZURE_ML_OUTPUT_model=@JOB_ROOT@/golden_job/named-outputs/trained_model
+mkdir -p @JOB_ROOT@/golden_job/named-outputs/trained_model
+cd "$HPCJOBS_WORK" || hpcjobs_finish 73
+# the user's command, written verbatim (expressions already turned into quoted variables)
+cat > "$HPCJOBS_STATE/command.sh" <<'HPCJOBS_COMMAND_EOF'
+python3 train.py --training_data "${AZURE_ML_INPUT_training_data}" --learning_rate "${AZURE_ML_INPUT_learning_rate}" --epochs "${AZURE_ML_INPUT_epochs}"  --model "${AZURE_ML_OUTPUT_model}"
+HPCJOBS_COMMAND_EOF
+bash "$HPCJOBS_STATE/command.sh"
+rc=$?
+hpcjobs_finish "$rc"

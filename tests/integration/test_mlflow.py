@@ -1,0 +1,549 @@
+"""Every job is an MLflow run: real jobs through the real CLI, a real ``mlflow server`` on loopback.
+
+* the embedded default (site ``local``, SQLite store in the state dir, no server);
+* ``direct`` mode: the job logs straight to the server;
+* ``offline`` mode: the job logs to a file store in its job directory, hpcjobs imports it;
+* importing twice, a crash in the middle of an import, the server stopped (refused) and
+  paused (hanging) during an import, then started again and ``job sync``;
+* ``./outputs`` equal to the run's artifacts byte for byte;
+* the iris example trained, its model registered and loaded with ``mlflow.sklearn.load_model``.
+
+The server is this module's own (free port, SQLite in a temporary folder), so tests can stop
+and start it.  Jobs run on this machine (scheduler ``local``); the Slurm variants are in
+test_mlflow_slurm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcjobs.mlflow_import import read_file_store
+from hpcjobs.mlflow_job import RestClient
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow")]
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+# ------------------------------------------------------------------------------- the server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MlflowServer:
+    """``mlflow server`` on 127.0.0.1 with a SQLite store, in its own process group."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 400) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        log = open(self.root / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.root}/mlflow.db",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(self.root / "artifacts"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd=self.root,
+        )
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not answer within {timeout} s")
+            time.sleep(0.3)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(10)
+        # uvicorn's worker may outlive its parent for a moment
+        with_group = True
+        deadline = time.monotonic() + 10
+        while with_group and time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+                time.sleep(0.1)
+            except ProcessLookupError:
+                with_group = False
+        if with_group:
+            self.signal(signal.SIGKILL)
+
+    def ensure_up(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.signal(signal.SIGCONT)
+            if self.healthy():
+                return
+            self.stop()
+        self.start()
+
+    def client(self, timeout: float = 30) -> RestClient:
+        return RestClient(self.uri, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def up(server: MlflowServer) -> MlflowServer:
+    """The server, answering (tests that stop it leave it to the next one to restart)."""
+    server.ensure_up()
+    return server
+
+
+# ------------------------------------------------------------------------------- hpcjobs
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, server: MlflowServer) -> Path:
+    """One HPCJOBS_HOME for the module (the embedded store is set up once), with two sites on the server."""
+    h = tmp_path_factory.mktemp("hpcjobs-home")
+    sites = h / "config" / "sites"
+    sites.mkdir(parents=True)
+    for name, mode in (("mlf-direct", "direct"), ("mlf-offline", "offline")):
+        (sites / f"{name}.yml").write_text(
+            f"scheduler: local\njob_root: {h}/state/{name}\ntracking:\n  mode: {mode}\n  uri: {server.uri}\n"
+        )
+    return h
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("MLFLOW_TRACKING_URI", "HPCJOBS_TRACKING", "HPCJOBS_SITE", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(var, raising=False)
+
+
+CliResult = "subprocess.CompletedProcess[str]"
+
+
+@pytest.fixture
+def hj(home: Path, cli_runner: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the real CLI with the module's home; imports happen in the CLI itself unless told otherwise."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Any:
+        return cli_runner(*args, home=home, env={"HPCJOBS_MLFLOW_BACKGROUND": "0", **(env or {})}, timeout=timeout)
+
+    return run
+
+
+def ok(res: Any) -> Any:
+    assert res.returncode == 0, f"exit {res.returncode}\n--- stdout ---\n{res.stdout}\n--- stderr ---\n{res.stderr}"
+    assert "Traceback" not in res.stderr, res.stderr
+    return res
+
+
+def run_name_of(res: Any) -> str:
+    return next(line.split()[-1] for line in res.stderr.splitlines() if line.startswith("RunId:"))
+
+
+def job_extra(home: Path, name: str) -> dict[str, Any]:
+    import sqlite3
+
+    with sqlite3.connect(home / "state" / "jobs.db") as c:
+        row = c.execute("SELECT extra, job_dir FROM jobs WHERE name = ?", (name,)).fetchone()
+    extra = json.loads(row[0])
+    extra["_job_dir"] = row[1]
+    return extra
+
+
+JOB = """
+$schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
+display_name: mlflow test job
+description: writes binary outputs and logs metrics with steps
+experiment_name: {experiment}
+tags:
+  purpose: hpcjobs-tests
+inputs:
+  n: {n}
+  sleep: {sleep}
+  files: {files}
+  data:
+    type: uri_file
+    path: ./data.txt
+command: |
+  python - ${{{{inputs.n}}}} ${{{{inputs.files}}}} <<'PY'
+  import os, random, sys
+  import mlflow
+  n, files = int(sys.argv[1]), int(sys.argv[2])
+  rnd = random.Random(1234)
+  os.makedirs("outputs/deep/dir", exist_ok=True)
+  with open("outputs/blob.bin", "wb") as f:
+      f.write(bytes(rnd.getrandbits(8) for _ in range(300000)))
+  with open("outputs/deep/dir/ünï cödé.txt", "w", encoding="utf-8") as f:
+      f.write("héllo\\n")
+  open("outputs/empty.dat", "wb").close()
+  if files:
+      os.makedirs("outputs/many", exist_ok=True)
+      for i in range(files):
+          with open(f"outputs/many/f{{i:05d}}.txt", "w") as f:
+              f.write(str(i) * 50)
+  for step in range(n):
+      mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+  mlflow.log_metric("acc", 0.5, step=0)
+  mlflow.log_param("from_code", "yes")
+  # (mlflow removes MLFLOW_RUN_ID from os.environ once it has attached to the run)
+  print("logged to", mlflow.active_run().info.run_id, mlflow.get_tracking_uri())
+  PY
+  cp ${{{{inputs.data}}}} outputs/data-copy.txt
+  echo "a log line" > logs/progress.log
+  sleep ${{{{inputs.sleep}}}}
+"""
+
+
+def write_job(tmp_path: Path, *, experiment: str, n: int = 7, sleep: int = 0, files: int = 0) -> Path:
+    (tmp_path / "data.txt").write_text("input data\n")
+    p = tmp_path / "job.yml"
+    p.write_text(textwrap.dedent(JOB).lstrip().format(experiment=experiment, n=n, sleep=sleep, files=files))
+    return p
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def server_runs(srv: MlflowServer, experiment: str, *, deleted_too: bool = False) -> list[dict[str, Any]]:
+    c = srv.client()
+    exp = c.experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return c.search_runs([str(exp["experiment_id"])], "", max_results=200, deleted_too=deleted_too)
+
+
+def check_server_run(
+    srv: MlflowServer, experiment: str, name: str, job_dir: Path, tmp_path: Path, *, n: int = 7
+) -> dict[str, Any]:
+    """The job's one run on the server, complete: params, metrics by step, tags, status, artifacts."""
+    runs = [r for r in server_runs(srv, experiment) if r["info"]["run_name"] == name]
+    assert len(runs) == 1, runs
+    run = runs[0]
+    info, data = run["info"], run["data"]
+    assert info["status"] == "FINISHED"
+    params = {p["key"]: p["value"] for p in data.get("params", [])}
+    # literal inputs are params; the data input is not
+    assert params == {"n": str(n), "sleep": params["sleep"], "files": params["files"], "from_code": "yes"}
+    tags = {t["key"]: t["value"] for t in data["tags"]}
+    assert tags["purpose"] == "hpcjobs-tests"
+    assert tags["hpcjobs.display_name"] == "mlflow test job"
+    assert tags["mlflow.note.content"] == "writes binary outputs and logs metrics with steps"
+    assert tags["hpcjobs.job_name"] == name and tags["mlflow.runName"] == name
+    c = srv.client()
+    history = c.metric_history(info["run_id"], "loss")
+    assert sorted((int(m["step"]), m["value"]) for m in history) == [(i, 1.0 / (i + 1)) for i in range(n)]
+    import mlflow
+
+    got = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=info["run_id"], artifact_path="outputs", dst_path=str(tmp_path / f"dl-{name}"), tracking_uri=srv.uri
+        )
+    )
+    assert tree(got) == tree(job_dir / "wd" / "outputs")
+    assert {a["path"] for a in c.list_artifacts(info["run_id"])} >= {"outputs", "logs", "user_logs"}
+    return run
+
+
+# ------------------------------------------------------------------------------- the embedded default
+def test_embedded_default_hello_mlflow(hj: Callable[..., Any], home: Path, tmp_path: Path) -> None:
+    res = ok(hj("job", "create", "-f", str(EXAMPLES / "hello-mlflow.yml"), "--stream"))
+    name = run_name_of(res)
+    assert "logged 5 steps to run" in res.stdout
+    uri = ok(hj("mlflow-uri")).stdout.strip()
+    assert uri == f"sqlite:///{home}/state/mlflow/mlflow.db"
+    synced = json.loads(ok(hj("job", "sync", "-n", name, "-o", "json")).stdout)
+    assert synced[0]["mlflow"] == "imported"
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("hello-mlflow")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.runName` = '{name}'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"epochs": "5", "greeting": "hello mlflow", "optimizer": "none"}
+    assert run.data.tags["example"] == "hello-mlflow" and run.data.tags["greeting"] == "hello mlflow"
+    assert run.data.tags["hpcjobs.display_name"] == "hello mlflow" and run.data.tags["hpcjobs.site"] == "local"
+    hist = client.get_metric_history(run.info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in hist) == [(i, 1.0 / (i + 1)) for i in range(5)]
+    job_dir = Path(job_extra(home, name)["_job_dir"])
+    got = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="outputs", dst_path=str(tmp_path), tracking_uri=uri
+        )
+    )
+    assert tree(got) == tree(job_dir / "wd" / "outputs") == {"greeting.txt": b"hello mlflow\n"}
+    # artifacts live in the state dir, not in the current directory
+    assert run.info.artifact_uri.startswith((home / "state" / "mlflow" / "artifacts").as_uri())
+    show = json.loads(ok(hj("job", "mlflow", "-n", name)).stdout)
+    assert show["run_id"] == run.info.run_id and show["state"] == "imported" and show["ui_url"] is None
+
+
+def test_embedded_default_imports_in_the_background(hj: Callable[..., Any], home: Path) -> None:
+    """Without HPCJOBS_MLFLOW_BACKGROUND=0 the CLI leaves the import to a background process."""
+    res = ok(hj("job", "create", "-f", str(EXAMPLES / "outputs-named.yml"), "--stream", env={"HPCJOBS_MLFLOW_BACKGROUND": "1"}))
+    name = run_name_of(res)
+    deadline = time.monotonic() + 400
+    while job_extra(home, name).get("mlflow", {}).get("state") != "imported":
+        assert time.monotonic() < deadline, job_extra(home, name)
+        time.sleep(1)
+    assert name in (home / "state" / "mlflow" / "import.log").read_text()
+
+
+def test_tracking_none(hj: Callable[..., Any], home: Path) -> None:
+    res = ok(hj("job", "create", "-f", str(EXAMPLES / "hello-world.yml"), "--stream", env={"HPCJOBS_TRACKING": "none"}))
+    name = run_name_of(res)
+    extra = job_extra(home, name)
+    assert extra["mlflow"]["mode"] == "none"
+    assert not (Path(extra["_job_dir"]) / ".mlflow").exists()
+    assert json.loads(ok(hj("job", "sync", "-n", name, "-o", "json")).stdout)[0]["mlflow"] == "disabled"
+
+
+# ------------------------------------------------------------------------------- direct and offline
+def test_direct_mode(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    job = write_job(tmp_path, experiment="direct-exp")
+    t0 = time.monotonic()
+    res = ok(hj("job", "create", "-f", str(job), "--site", "mlf-direct", "--stream", "--web"))
+    name = run_name_of(res)
+    extra = job_extra(home, name)
+    url = next(line.split()[-1] for line in res.stderr.splitlines() if line.startswith("MLflow run:"))
+    run_id = extra["mlflow"]["run_id"]
+    assert url == f"{up.uri}/#/experiments/{extra['mlflow']['experiment_id']}/runs/{run_id}"
+    # the job logged straight to the server, into the run the CLI created at submission
+    assert f"logged to {run_id} {up.uri}" in res.stdout
+    state = json.loads((Path(extra["_job_dir"]) / ".mlflow/state.json").read_text())
+    assert state["mode"] == "direct" and state["run_id"] == run_id
+    assert not (Path(extra["_job_dir"]) / "mlruns").exists()
+    run = check_server_run(up, "direct-exp", name, Path(extra["_job_dir"]), tmp_path)
+    assert run["info"]["run_id"] == run_id
+    # no second run, not even a deleted one, for this job
+    assert len([r for r in server_runs(up, "direct-exp", deleted_too=True) if r["info"]["run_name"] == name]) == 1
+    print(f"direct job + import: {time.monotonic() - t0:.1f} s")
+
+
+def test_offline_mode(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    job = write_job(tmp_path, experiment="offline-exp", sleep=3)
+    res = ok(hj("job", "create", "-f", str(job), "--site", "mlf-offline", "--web"))
+    name = json.loads(res.stdout)["name"]
+    # the run exists at once (created by the CLI through the REST API), scheduled
+    extra = job_extra(home, name)["mlflow"]
+    run = up.client().get_run(extra["run_id"])
+    assert run["info"]["status"] in ("SCHEDULED",) and run["info"]["run_name"] == name
+    assert f"/runs/{extra['run_id']}" in res.stderr
+    ok(hj("job", "stream", "-n", name))
+    extra = job_extra(home, name)
+    job_dir = Path(extra["_job_dir"])
+    assert extra["mlflow"]["state"] == "imported"
+    run = check_server_run(up, "offline-exp", name, job_dir, tmp_path)
+    # every point as the job logged it: value, step and timestamp
+    local = read_file_store(job_dir / "mlruns")
+    assert len(local) == 1
+    remote = up.client().metric_history(run["info"]["run_id"], "loss")
+    assert sorted((int(m["timestamp"]), m["value"], int(m["step"])) for m in remote) == sorted(local[0].metrics["loss"])
+
+
+def test_import_twice_creates_nothing_new(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    job = write_job(tmp_path, experiment="twice-exp")
+    name = run_name_of(ok(hj("job", "create", "-f", str(job), "--site", "mlf-offline", "--stream")))
+    before = check_server_run(up, "twice-exp", name, Path(job_extra(home, name)["_job_dir"]), tmp_path)
+    for _ in range(2):
+        res = json.loads(ok(hj("job", "sync", "-n", name, "--force", "-o", "json")).stdout)
+        assert res[0]["mlflow"] == "imported" and not res[0]["created"] and res[0]["metrics"] == 0
+    after = check_server_run(up, "twice-exp", name, Path(job_extra(home, name)["_job_dir"]), tmp_path / "again")
+    assert after["info"]["run_id"] == before["info"]["run_id"]
+    assert len(up.client().metric_history(after["info"]["run_id"], "loss")) == 7
+
+
+def test_crash_in_the_middle_of_an_import(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    job = write_job(tmp_path, experiment="crash-exp")
+    res = hj("job", "create", "-f", str(job), "--site", "mlf-offline", "--stream", env={"HPCJOBS_FAULT": "mlflow_import_mid"})
+    assert res.returncode == 137  # died after the first metric batch reached the server
+    name = run_name_of(res)
+    assert job_extra(home, name)["mlflow"]["state"] != "imported"
+    res = json.loads(ok(hj("job", "sync", "-n", name, "-o", "json")).stdout)
+    assert res[0]["mlflow"] == "imported" and res[0]["metrics_skipped"] >= 8
+    check_server_run(up, "crash-exp", name, Path(job_extra(home, name)["_job_dir"]), tmp_path)
+
+
+def test_server_refusing_then_back(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    """Server stopped before the job ends: one line, nothing lost, `job sync` completes it."""
+    job = write_job(tmp_path, experiment="down-exp")
+    up.stop()
+    t0 = time.monotonic()
+    res = ok(hj("job", "create", "-f", str(job), "--site", "mlf-offline", "--stream"))
+    name = run_name_of(res)
+    lines = [line for line in res.stderr.splitlines() if "MLflow" in line]
+    assert len(lines) == 1 and "unreachable" in lines[0] and "hpcjobs job sync" in lines[0], res.stderr
+    assert time.monotonic() - t0 < 120
+    assert job_extra(home, name)["mlflow"]["state"] == "pending"
+    res = hj("job", "sync", "--all", "-o", "json")
+    assert res.returncode == 1 and json.loads(res.stdout)[0]["mlflow"] == "pending"
+    up.start()
+    res = json.loads(ok(hj("job", "sync", "--all", "-o", "json")).stdout)
+    assert {r["name"]: r["mlflow"] for r in res}[name] == "imported"
+    check_server_run(up, "down-exp", name, Path(job_extra(home, name)["_job_dir"]), tmp_path)
+
+
+def test_server_stopped_during_an_import(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    """The server dies while ./outputs is being uploaded; after a restart `job sync` completes the same run."""
+    job = write_job(tmp_path, experiment="during-exp", files=1500)
+    # the CLI dies right after creating the run: an import is pending, with the run known
+    res = hj("job", "create", "-f", str(job), "--site", "mlf-offline", "--stream", env={"HPCJOBS_FAULT": "mlflow_import_created"})
+    assert res.returncode == 137, res.stderr
+    name = run_name_of(res)
+    argv = [sys.executable, "-m", "hpcjobs.cli.main", "job", "sync", "-n", name, "-o", "json"]
+    env = {**os.environ, "HPCJOBS_HOME": str(home), "HPCJOBS_MLFLOW_BACKGROUND": "0", "HPCJOBS_MLFLOW_TIMEOUT": "5"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    c = up.client(timeout=5)
+    deadline = time.monotonic() + 300
+    run_id = None
+    while True:
+        assert proc.poll() is None, f"the import ended before the server could be stopped: {proc.communicate()}"
+        assert time.monotonic() < deadline
+        run_id = run_id or job_extra(home, name).get("mlflow", {}).get("run_id")
+        if run_id:
+            try:
+                if c.list_artifacts(run_id, "outputs/many"):
+                    break
+            except Exception:
+                pass
+        time.sleep(0.05)
+    up.signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert time.monotonic() - t0 < 30
+    assert proc.returncode == 1 and json.loads(out)[0]["mlflow"] == "pending"
+    assert len([line for line in err.splitlines() if "MLflow" in line]) == 1, err
+    up.stop()
+    up.start()
+    res = json.loads(ok(hj("job", "sync", "-n", name, "-o", "json")).stdout)
+    assert res[0]["mlflow"] == "imported" and res[0]["run_id"] == run_id and not res[0]["created"]
+    runs = server_runs(up, "during-exp")
+    assert [r["info"]["run_id"] for r in runs] == [run_id]
+    import mlflow
+
+    got = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="outputs", dst_path=str(tmp_path / "dl"), tracking_uri=up.uri
+        )
+    )
+    assert tree(got) == tree(Path(job_extra(home, name)["_job_dir"]) / "wd" / "outputs")
+    assert len(up.client().metric_history(run_id, "loss")) == 7
+
+
+def test_server_hanging_does_not_hang_the_cli(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    job = write_job(tmp_path, experiment="hang-exp")
+    name = run_name_of(ok(hj("job", "create", "-f", str(job), "--site", "mlf-offline", "--stream")))
+    up.signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        res = hj("job", "sync", "-n", name, "--force", "-o", "json", env={"HPCJOBS_MLFLOW_TIMEOUT": "3"})
+        took = time.monotonic() - t0
+    finally:
+        up.signal(signal.SIGCONT)
+    assert res.returncode == 1 and json.loads(res.stdout)[0]["mlflow"] == "pending"
+    assert took < 30, took
+    assert len([line for line in res.stderr.splitlines() if "MLflow" in line]) == 1
+    assert json.loads(ok(hj("job", "sync", "-n", name, "-o", "json")).stdout)[0]["mlflow"] == "imported"
+    check_server_run(up, "hang-exp", name, Path(job_extra(home, name)["_job_dir"]), tmp_path)
+
+
+# ------------------------------------------------------------------------------- iris and the model registry
+def test_iris_model_registered_and_loadable(hj: Callable[..., Any], home: Path, tmp_path: Path) -> None:
+    res = ok(hj("job", "create", "-f", str(EXAMPLES / "iris" / "job.yml"), "--stream"))
+    name = run_name_of(res)
+    assert "test accuracy" in res.stdout
+    ok(hj("job", "sync", "-n", name))
+    model = json.loads(ok(hj("model", "create", "--name", "iris-classifier", "--job", name, "--path", "outputs/model")).stdout)
+    assert model["name"] == "iris-classifier" and model["model_uri"] == f"models:/iris-classifier/{model['version']}"
+    uri = ok(hj("mlflow-uri")).stdout.strip()
+    code = textwrap.dedent(
+        f"""
+        import mlflow, mlflow.sklearn, pandas as pd
+        m = mlflow.sklearn.load_model({model["model_uri"]!r})
+        df = pd.read_csv({str(EXAMPLES / "iris" / "iris.csv")!r})
+        print("ACCURACY", (m.predict(df.iloc[:, :4]) == df["species"]).mean())
+        runs = mlflow.search_runs(experiment_names=["iris"], output_format="list")
+        mine = [r for r in runs if r.data.tags.get("mlflow.runName") == {name!r}]
+        assert len(mine) == 1, [r.data.tags.get("mlflow.runName") for r in runs]
+        r = mine[0]
+        print("PARAMS", sorted(r.data.params.items()))
+        print("METRICS", sorted(r.data.metrics))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    acc = float(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("ACCURACY")))
+    assert acc > 0.9
+    params = dict(eval(next(line[len("PARAMS ") :] for line in out.stdout.splitlines() if line.startswith("PARAMS "))))
+    assert params["C"] == "1.0" and params["max_iter"] == "200" and params["rows"] == "150"
+    metrics = next(line for line in out.stdout.splitlines() if line.startswith("METRICS"))
+    assert "test_accuracy" in metrics and "training_accuracy_score" in metrics
+    # a second version from the same job
+    again = json.loads(ok(hj("model", "create", "--name", "iris-classifier", "--job", name)).stdout)
+    assert int(again["version"]) == int(model["version"]) + 1
+    bad = hj("model", "create", "--name", "x", "--job", name, "--path", "outputs/nothing-here")
+    assert bad.returncode == 2 and "no artifacts under 'outputs/nothing-here'" in bad.stderr
