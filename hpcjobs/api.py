@@ -130,6 +130,7 @@ def validate_job(file: str | Path, sets: Sequence[str] = (), site: str | None = 
     result.site = s.name
     backend = backends.backend_for(s)
     target = backend.target(offline=not test_only)
+    s = _prepare_assets(loaded, s, target, offline=not test_only)
     plan = plan_job(loaded, s, target, name=loaded.job.name or "validate_job", token="0" * 16)
     result.warnings = list(dict.fromkeys(plan.warnings))
     if test_only and not s.is_local:
@@ -138,6 +139,13 @@ def validate_job(file: str | Path, sets: Sequence[str] = (), site: str | None = 
         assert isinstance(backend, SlurmBackend)
         result.test_only = backend.test_only(plan)
     return result
+
+
+def _prepare_assets(loaded: Loaded, site: Site, target: Any, *, offline: bool = False) -> Site:
+    """Registered data assets and environments the job names -> ``target.assets`` (:mod:`hpcjobs.assets`)."""
+    from hpcjobs.assets import prepare
+
+    return prepare(loaded, site, target, offline=offline)
 
 
 def _new_name(store: Store, name: str | None, loaded: Loaded) -> str:
@@ -191,6 +199,7 @@ def plan(file: str | Path, sets: Sequence[str] = (), *, name: str | None = None,
     from hpcjobs.uploads import plan_uploads
 
     uploads = plan_uploads(loaded, s, target)
+    s = _prepare_assets(loaded, s, target, offline=True)
     job_name = name or loaded.job.name or "dry_run_job"
     p = plan_job(loaded, s, target, name=job_name, token="0" * 16)
     p.uploads.update(uploads)
@@ -237,6 +246,7 @@ def create_job(
 
     # SSH sites: local data inputs travel in the submission's tar, content-addressed
     uploads = plan_uploads(loaded, s, target)
+    s = _prepare_assets(loaded, s, target)
     token = new_token()
     p = plan_job(loaded, s, target, name=job_name, token=token)
     p.uploads.update(uploads)

@@ -208,9 +208,8 @@ def translate(text: str, *, context: str, source: str = "Dockerfile", dirs: froz
                     )
                 sources.append(src)
                 full = posixpath.normpath(posixpath.join(context, src))
-                if src.rstrip("/") in dirs or src in (".", "./"):
-                    target = dest
-                elif len(srcs) == 1 and not dest_is_dir:
+                # a folder's contents, or one file to an explicit name, land at dest itself
+                if src.rstrip("/") in dirs or src in (".", "./") or (len(srcs) == 1 and not dest_is_dir):
                     target = dest
                 else:
                     target = posixpath.join(dest, posixpath.basename(src))

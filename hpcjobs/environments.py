@@ -53,6 +53,8 @@ SUPPORTED_KINDS = {
     "pyxis": ("docker", "squashfs"),
     "podman": ("docker",),
 }
+#: how much of a Docker build context is hashed by content (the rest by size and time)
+CONTEXT_HASH_BYTES = 64 * 1024 * 1024
 _SCHEMES = {"docker": "docker://", "library": "library://", "oras": "oras://"}
 _BARE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -217,12 +219,20 @@ def _read_build(build: m.DockerBuild, *, field_name: str) -> BuildSpec:
             field=f"{field_name}.build.dockerfile_path",
         ) from None
     digest = hashlib.sha256(text.encode())
-    # the files COPY/ADD read decide the image as much as the Dockerfile does
+    # the files COPY/ADD read decide the image as much as the Dockerfile does; past
+    # CONTEXT_HASH_BYTES a file counts by its size and modification time (a context full
+    # of data must not make planning read gigabytes)
+    budget = CONTEXT_HASH_BYTES
     for path in sorted(_context_files(context)):
         rel = path.relative_to(context).as_posix()
         digest.update(f"\0{rel}\0".encode())
         try:
-            digest.update(path.read_bytes())
+            st = path.stat()
+            if st.st_size <= budget:
+                digest.update(path.read_bytes())
+                budget -= st.st_size
+            else:
+                digest.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
         except OSError:
             digest.update(b"<unreadable>")
     return BuildSpec(dockerfile=str(dockerfile), context=str(context), text=text, digest=digest.hexdigest()[:24])

@@ -40,6 +40,9 @@ class Target:
     digests: dict[str, str] = field(default_factory=dict)
     #: pipelines: completed step runs whose outputs may be reused, by reuse key (:mod:`hpcjobs.reuse`)
     reusable: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: registered data assets (``azureml:NAME:VER`` / ``azureml:NAME@latest``, as written) -> path
+    #: on the target (filled by :func:`hpcjobs.assets.prepare` before planning)
+    assets: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -266,6 +269,8 @@ def resolve_input_path(site: Site, target: Target, name: str, inp: m.DataInput, 
         sub = sub.removeprefix("paths/")
         base = site.expand(site.datastores[ds], home=target.home, user=target.user)
         return posixpath.join(base, sub) if sub else base
+    if path in target.assets:
+        return target.assets[path]
     if path.startswith("azureml:"):
         raise ValidationError(
             f"data asset '{path}' is not registered on site '{site.name}'",
@@ -497,7 +502,6 @@ def _command_script(
     extra_env: list[tuple[str, str]] | None = None,
     field_prefix: str = "",
     template: str = "job.sh.j2",
-    extra_sbatch_options: list[str] | None = None,
 ) -> Script:
     code_dir = _code_dir(plan, root, target, ctx.code)
     task_var = "$HPCJOBS_TASK_DIR" if array else task_dir
@@ -556,8 +560,6 @@ def _command_script(
         plan.warnings.extend(w)
         if array:
             opts.append(f"--array={array}")
-        for extra in extra_sbatch_options or []:
-            opts.append(check_directive_value(extra, "sbatch option"))
     text = render(
         template,
         sbatch_options=opts,

@@ -338,17 +338,28 @@ def _bind(
 
 
 def _output(
-    ctx: _Ctx, step: str, oname: str, raw: Any, port: m.OutputPort | None, smap: SourceMap, opath: PathKey
+    ctx: _Ctx,
+    step: str,
+    oname: str,
+    raw: Any,
+    port: m.OutputPort | None,
+    smap: SourceMap,
+    opath: PathKey,
+    port_at: tuple[SourceMap, PathKey] | None = None,
 ) -> tuple[m.JobOutput, str | None]:
-    """A step output spec and the pipeline output it is routed to (if any)."""
+    """A step output spec and the pipeline output it is routed to (if any).
+
+    *port_at* locates the component's declaration of the output, for errors about it.
+    """
     base: dict[str, Any] = {}
     if port is not None:
         ptype = (port.type or "uri_folder").lower()
         if ptype not in DATA_PORT_TYPES:
+            where_map, where = port_at or (smap, opath)
             raise _err(
-                smap,
-                opath,
-                f"output '{oname}' is a {ptype} (primitive) output, which steps on Slurm cannot produce",
+                where_map,
+                (*where, "type"),
+                f"output '{oname}' of step '{step}' is a primitive ({ptype}) output, which steps on Slurm cannot produce",
                 "write the value into a uri_file output instead",
             )
         base["type"] = "uri_folder" if ptype == "path" else ptype
@@ -495,9 +506,10 @@ def resolve_steps(loaded: Loaded, site: Site, target: Target, warnings: list[str
         if isinstance(node, m.SweepNode):
             raise _sweep_unsupported(ctx, step, node)
         comp: m.CommandComponent | None = None
+        cmap = smap
         base = loaded.base_dir
         if isinstance(node, m.ComponentNode):
-            comp, _cmap, cpath = loaded.components[step]
+            comp, cmap, cpath = loaded.components[step]
             base = Path(cpath).resolve().parent
         compute_name, compute = _resolve_compute(loaded, site, node.compute, p)
         inputs: dict[str, BoundInput] = {}
@@ -529,7 +541,10 @@ def resolve_steps(loaded: Loaded, site: Site, target: Target, warnings: list[str
         routed: dict[str, str] = {}
         if comp is not None:
             for oname, oport in comp.outputs.items():
-                out, z = _output(ctx, step, oname, node.outputs.get(oname), oport or m.OutputPort(), smap, (*p, "outputs", oname))
+                port_at = (cmap, ("outputs", oname))
+                out, z = _output(
+                    ctx, step, oname, node.outputs.get(oname), oport or m.OutputPort(), smap, (*p, "outputs", oname), port_at
+                )
                 outputs[oname] = out
                 if z:
                     routed[oname] = z

@@ -5,10 +5,16 @@
   writes the user's real job store, sites or known_hosts.
 * ``run_cli(*args, input=None, env=None, cwd=None, timeout=120)`` -- runs the REAL
   ``hpcjobs`` console script in a subprocess and returns the ``CompletedProcess``
-  (text mode; ``stdout_bytes``-style raw access is available with ``text=False``).
+  (text mode; ``text=False`` for bytes).
 * ``wait_done(name, timeout=60)`` -- polls a job until it reaches an end state and
   returns its ``job show`` view.
-* ``--update-golden`` -- regenerate ``tests/golden/*.sh`` instead of comparing.
+* ``cli_runner`` -- the same runner for module/session-scoped fixtures (``home=`` explicit).
+* ``forked_cli(calls, home=, cwd=)`` -- many short CLI runs (validate, dry runs) as forked
+  children of this pre-imported process: the CLI's entry point, without ~1 s of imports each.
+* ``--update-golden`` -- regenerate the golden files (``tests/golden/``) instead of comparing.
+
+The whole session runs without the user's ``HPCJOBS_*``/``MLFLOW_*`` settings and with a
+temporary ``HPCJOBS_HOME``, so even a test that forgets the fixture cannot touch real state.
 """
 
 from __future__ import annotations

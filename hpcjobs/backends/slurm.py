@@ -5,11 +5,17 @@ stream (scripts, parameter tables and, only when the cluster does not have it ye
 code snapshot) on stdin, unpacks it under the job root, drops inherited ``SBATCH_*`` /
 ``SLURM_*`` variables, and runs ``sbatch`` for every script in dependency order,
 printing ``hpcjobs-id KEY ID`` lines.  Over SSH that is one round trip whatever the
-number of scripts; a probe before it (home, user, snapshot present?) makes two.
+number of scripts; before it, one check for missing snapshots/uploaded data and (once a
+day, cached in the store) a home/user probe.  Content-addressed folders are unpacked in a
+staging folder and renamed into place whole.
 
 Every job carries a token in ``--comment``.  A transient failure (controller not
 answering) is retried with backoff, and before each retry the token is looked up so a
-job that Slurm did accept is adopted, never submitted twice.  A permanent rejection
+job that Slurm did accept is adopted, never submitted twice.  A connection lost while the
+program ran is retried in adopt mode: the new program waits on a per-job lock for the cut
+one, adopts the jobs with the token (``squeue``) and submits only the rest.  Tests inject
+that cut with ``HPCJOBS_FAULT=after_sbatch`` (the program sleeps ``HPCJOBS_FAULT_SLEEP``
+seconds after each sbatch, before printing the id; see docs/ssh.md).  A permanent rejection
 (bad partition, account, QOS, limits) is never retried: it is shown in Slurm's own
 words with exit code 2, and any script of the same plan already submitted is cancelled.
 """

@@ -306,6 +306,7 @@ def _register_extras() -> None:
     tracking_cmds.register(app, job_app)
     __import__("hpcjobs.cli.site_cmds", fromlist=["register"]).register(site_app)
     __import__("hpcjobs.cli.onboard_cmds", fromlist=["register"]).register(site_app)
+    __import__("hpcjobs.cli.asset_cmds", fromlist=["register"]).register(app)
 
 
 _register_extras()

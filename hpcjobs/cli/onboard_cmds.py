@@ -99,7 +99,8 @@ def _print_check(results: list[CheckResult]) -> None:
         if r.fix and r.status == "FAIL":
             w(f"{'':6}{'':<{width}}  fix: {r.fix}\n")
     failed = sum(1 for r in results if r.status == "FAIL")
-    w(f"\n{len(results) - failed} passed, {failed} failed\n" if failed else f"\nall {len(results)} checks passed\n")
+    passed = len(results) - failed
+    w(f"\n{passed} passed, {failed} failed\n" if failed else f"\nall {passed} check{'s' if passed != 1 else ''} passed\n")
 
 
 def register(site_app: typer.Typer) -> None:

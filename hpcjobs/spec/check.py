@@ -212,14 +212,24 @@ def check_pipeline(loaded: Loaded) -> None:
         work = dict(node)
         if "component" in work:
             comp_ref = work["component"]
-            if isinstance(comp_ref, str) and comp_ref.startswith("azureml:"):
+            if isinstance(comp_ref, str) and comp_ref.startswith("azureml:") and not comp_ref.startswith("azureml://"):
+                from hpcjobs.assets import component_file
+                from hpcjobs.errors import HpcjobsError
+
+                # a registered component (hpcjobs component create), from the default site's registry
+                try:
+                    comp_path = component_file(comp_ref)
+                except HpcjobsError as exc:
+                    raise _err(smap, (*p, "component"), exc.message, exc.hint) from None
+                comp, cmap, cpath = load_component(comp_path)
+            elif isinstance(comp_ref, str) and comp_ref.startswith("azureml:"):
                 raise _err(
                     smap,
                     (*p, "component"),
                     f"registered component '{comp_ref}' is not known",
-                    "use a local component file (component: ./train.yml)",
+                    "use azureml:NAME:VERSION or azureml:NAME@latest, or a local component file (component: ./train.yml)",
                 )
-            if isinstance(comp_ref, str):
+            elif isinstance(comp_ref, str):
                 comp_path = Path(_resolve_local(comp_ref.removeprefix("file:"), base))
                 comp, cmap, cpath = load_component(comp_path)
             else:

@@ -367,9 +367,9 @@ def watch(job_dir: str, index: int, shell_pid: int) -> int:
             if points != last_published:
                 _write_atomic(live, json.dumps({"points": _points_json(points), "time": now}))
                 last_published = points
-            reason = check_early_termination(job_dir, index, cfg, points)
-            if reason:
-                stop_trial(job_dir, index, reason, shell_pid=shell_pid)
+            why = check_early_termination(job_dir, index, cfg, points)
+            if why:
+                stop_trial(job_dir, index, why, shell_pid=shell_pid)
                 return 0
         waits = [next_check if policy else now + 1.0, now + 1.0]
         if sweep_deadline is not None:

@@ -10,7 +10,7 @@ hpcjobs_sweep_py() {
         {
         :
         } >&2
-        PYTHONPATH=@JOB_ROOT@/golden_job/.hpcjobs/lib${PYTHONPATH:+:$PYTHONPATH} exec @HOME@/.pyenv/versions/3.11.7/bin/python3 -m hpcjobs.sweep.controller "$@"
+        PYTHONPATH=@JOB_ROOT@/golden_job/.hpcjobs/lib${PYTHONPATH:+:$PYTHONPATH} exec @PYTHON@ -m hpcjobs.sweep.controller "$@"
     )
 }
 printf '%s\n' "$$" > "$HPCJOBS_STATE/pid"

@@ -132,7 +132,8 @@ def test_slurm_direct(alice: Any, server: Any, tmp_path: Path) -> None:
     run = check_server_run(server, "slurm-direct", name, job_dir, tmp_path)
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     assert tags["hpcjobs.slurm_job_id"] == view["scheduler"]["job_ids"][0]
-    assert tags["hpcjobs.host"] in ("node1", "node2", "vm") or tags["hpcjobs.host"]
+    # tagged by the job itself, on the compute node
+    assert tags["hpcjobs.host"]
 
 
 def test_slurm_offline(alice: Any, server: Any, tmp_path: Path) -> None:

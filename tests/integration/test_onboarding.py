@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 SSH_DIR = Path("/etc/hpcjobs-test/ssh")
 LOGIN_PORT = 2222
+BASTION_PORT = 2201
 
 
 # --------------------------------------------------------------------------- the truth, from Slurm
@@ -87,7 +88,7 @@ def _listening(port: int) -> bool:
 @pytest.fixture(scope="module")
 def sshd(cluster: None) -> Path:
     """The login node's sshd (started with tests/cluster/sshd-up.sh if it is not running)."""
-    if not (_listening(LOGIN_PORT) and (SSH_DIR / "alice_ed25519").exists()):
+    if not (_listening(LOGIN_PORT) and _listening(BASTION_PORT) and (SSH_DIR / "alice_ed25519").exists()):
         if os.geteuid() != 0:
             pytest.skip("test sshd not running, and starting it needs root (tests/cluster/sshd-up.sh)")
         res = subprocess.run(["bash", str(REPO / "tests/cluster/sshd-up.sh")], capture_output=True, text=True, timeout=900)
@@ -96,10 +97,10 @@ def sshd(cluster: None) -> Path:
     return SSH_DIR
 
 
-def _fingerprint(key_type: str) -> str:
-    """The login node's host key fingerprint, read from its public key file (out of band)."""
+def _fingerprint(key_type: str, server: str = "login") -> str:
+    """A test server's host key fingerprint, read from its public key file (out of band)."""
     kind = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa"}.get(key_type, "ecdsa")
-    b64 = (SSH_DIR / f"login_host_{kind}_key.pub").read_text().split()[1]
+    b64 = (SSH_DIR / f"{server}_host_{kind}_key.pub").read_text().split()[1]
     return "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(b64)).digest()).decode().rstrip("=")
 
 
@@ -217,6 +218,25 @@ def test_yes_trusts_but_shows_the_key_and_dry_run_writes_no_config(student: Stud
     student.add_ssh_site("uni")
     res = student.run(*student.ssh_args("uni"))
     assert res.returncode == 2 and "--force" in res.stderr
+
+
+def test_site_add_through_a_jump_host_trusts_each_hop_by_its_fingerprint(student: Student, truth: Truth) -> None:
+    args = [*student.ssh_args("behind"), "--proxy-jump", f"alice@127.0.0.1:{BASTION_PORT}"]
+    # only the login node's fingerprint: the bastion, asked about first, is not trusted
+    res = student.run(*args, "--fingerprint", _fingerprint("ssh-ed25519"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"jump host 127.0.0.1:{BASTION_PORT}" in res.stderr
+    assert _fingerprint("ssh-ed25519", "bastion") in res.stderr
+    data = student.json(
+        *args, "--fingerprint", _fingerprint("ssh-ed25519", "bastion"), "--fingerprint", _fingerprint("ssh-ed25519")
+    )
+    assert [(k["port"], k["role"]) for k in data["trusted_host_keys"]] == [
+        (BASTION_PORT, "jump host"),
+        (LOGIN_PORT, "login node"),
+    ]
+    _assert_discovery_matches(data["discovery"], truth)
+    assert data["config"]["ssh"]["proxy_jump"] == f"alice@127.0.0.1:{BASTION_PORT}"
+    assert student.run("site", "check", "behind").returncode == 0
 
 
 # --------------------------------------------------------------------------- the first jobs

@@ -39,7 +39,7 @@ import yaml
 pytest.importorskip("paramiko")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
-from tcpproxy import TCPProxy  # noqa: E402
+from tcpproxy import TCPProxy
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ class Laptop:
         (ssh / "hpcjobs_test_ed25519").chmod(0o600)
         self.known_hosts = alice.home / "config" / "known_hosts"
 
-    def run(self, *args: str, timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess[str]:  # noqa: A002
+    def run(self, *args: str, timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess[str]:
         if input is None:
             return self.alice.run(*args, timeout=timeout, env={"HOME": str(self.home)})
         # runuser + stdin: the answer to site trust's question

@@ -87,7 +87,8 @@ def test_stream_hello_world_input_with_set(run_cli: Callable[..., Any], tmp_path
     if res.returncode != 0 and RACE_REASON in res.stderr:
         pytest.xfail(RACE_BUG)
     ok(res)
-    assert res.stdout.splitlines()[:2] == ["hello world", "24"]
+    lines = res.stdout.splitlines()
+    assert "hello world" in lines and "24" in lines and lines.index("hello world") < lines.index("24"), res.stdout
     assert "Status: Completed" in res.stderr
     assert re.search(r"RunId: [a-z]+_[a-z]+_\w{10}", res.stderr)
 
@@ -115,7 +116,7 @@ def test_org_journey(
     assert view["elapsed_seconds"] is not None and view["elapsed_seconds"] >= 0
     assert view["site"] == "local"
     assert view["paths"]["job_dir"] == str(job_dir_of(hpcjobs_home, name))
-    assert Path(view["paths"]["log"]).read_text().strip() == "hello world"
+    assert "hello world" in Path(view["paths"]["log"]).read_text().splitlines()
 
     # hpcjobs job update -n "$name" --set display_name="new name" --set tags.hello=updated
     updated = json.loads(
@@ -135,7 +136,7 @@ def test_org_journey(
     # hpcjobs job download -n "$name" --all --download-path ./got
     got = tmp_path / "got"
     ok(run_cli("job", "download", "-n", name, "--all", "--download-path", got, cwd=tmp_path))
-    assert (got / "artifacts" / "user_logs" / "std_log.txt").read_text().strip() == "hello world"
+    assert "hello world" in (got / "artifacts" / "user_logs" / "std_log.txt").read_text().splitlines()
 
     # job stream on a completed job exits 0 and prints the log
     res = ok(run_cli("job", "stream", "-n", name))
@@ -163,7 +164,7 @@ def test_env_var_example(run_cli: Callable[..., Any], tmp_path: Path, hpcjobs_ho
     res = run_cli("job", "create", "-f", EX / "hello-world-env-var.yml", "--stream", cwd=tmp_path)
     if res.returncode != 0 and RACE_REASON in res.stderr:
         pytest.xfail(RACE_BUG)
-    assert ok(res).stdout.splitlines()[0] == "hello world"
+    assert "hello world" in ok(res).stdout.splitlines()
 
 
 def test_failing_command(run_cli: Callable[..., Any], tmp_path: Path, hpcjobs_home: Path) -> None:

@@ -50,6 +50,8 @@ def normalise(text: str, plan: Plan, home: Path) -> str:
     root = plan.job_dir.rsplit("/", 1)[0]
     out = text.replace(root, "@JOB_ROOT@")
     out = out.replace(str(home), "@HPCJOBS_HOME@")
+    # before @HOME@: the interpreter often lives under the home directory (pyenv, venvs)
+    out = out.replace(sys.executable, "@PYTHON@")
     user_home = os.path.expanduser("~")
     if user_home not in ("/", ""):
         out = out.replace(user_home, "@HOME@")

@@ -51,8 +51,8 @@ KNOWN_BUGS: dict[str, str] = {
         "(!!python/object:os.system is silently read as a string) instead of refusing unsupported tags"
     ),
     "sweep-grid-uniform.yml": (
-        "bug: spec/check.py check_job does not check grid sampling against the search space at load time; "
-        "the error only comes from the planner (no FILE:LINE)"
+        "bug: grid vs uniform is only checked by the planner (sweep.sampling via plan_sweep); its ValidationError has "
+        "field search_space.lr.type but no location, so there is no FILE:LINE (same root cause as datastore-unknown)"
     ),
     "unterminated-expression.yml": (
         "bug: spec/check.py check_command lets expr.ExpressionError escape without a file location "
@@ -60,10 +60,13 @@ KNOWN_BUGS: dict[str, str] = {
     ),
     "optional-segment-unterminated.yml": "bug: spec/check.py check_command: ExpressionError without a file location",
     "quoted-heredoc-reference.yml": (
-        "bug: the quoted-heredoc error is raised by expr.substitute at plan time without a file location"
+        "bug: the quoted-heredoc error is raised by expr.substitute at plan time with no file location"
     ),
-    "optional-input-used-bare.yml": ("bug: plan.py command_env raises 'input has no value' with a field but no file location"),
-    "datastore-unknown.yml": "bug: plan.py resolve_input_path raises 'datastore not defined' with no file location",
+    "optional-input-used-bare.yml": "bug: plan.py command_env raises 'input has no value' with a field but no file location",
+    "datastore-unknown.yml": (
+        "bug: ValidationErrors raised while planning (plan.py resolve_input_path: 'datastore not defined') carry a field "
+        "but no location; api.validate_job/api.plan never map the field back to FILE:LINE"
+    ),
     "input-literal-type-mismatch.yml": (
         "bug: spec/models.py LiteralInput does not check value against type (type: integer, value: abc is accepted)"
     ),

@@ -1,0 +1,57 @@
+#!/bin/bash
+#SBATCH --job-name=golden_job
+#SBATCH --comment=hpcjobs:0000000000000000
+#SBATCH --partition=debug
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --time=00:16:00
+#SBATCH --output=@JOB_ROOT@/golden_job/user_logs/std_log_%a.txt
+#SBATCH --open-mode=append
+#SBATCH --array=0-7%4
+# ---------------------------------------------------------------------------
+# hpcjobs @VERSION@: sweep job golden_job
+# Rendered from templates/job.sh.j2. Every value that came from YAML or the
+# command line is quoted below; nothing from the user can add an #SBATCH line.
+# ---------------------------------------------------------------------------
+set -o pipefail
+umask 0022
+export HPCJOBS_JOB_NAME=golden_job
+export HPCJOBS_JOB_DIR=@JOB_ROOT@/golden_job
+HPCJOBS_TASK_INDEX=$(( 0 + ${SLURM_ARRAY_TASK_ID:-${HPCJOBS_TASK_INDEX:-0}} ))
+export HPCJOBS_TASK_INDEX
+export HPCJOBS_TASK_DIR="$HPCJOBS_JOB_DIR/trials/$HPCJOBS_TASK_INDEX"
+export HPCJOBS_STATE="$HPCJOBS_TASK_DIR/.hpcjobs"
+export HPCJOBS_WORK="$HPCJOBS_TASK_DIR/wd"
+mkdir -p "$HPCJOBS_STATE" "$HPCJOBS_WORK/outputs" "$HPCJOBS_WORK/logs" || exit 70
+date +%s > "$HPCJOBS_STATE/started"
+hpcjobs_finish() {
+    local rc=$1
+    printf '%s\n' "$rc" > "$HPCJOBS_STATE/exit_code.tmp" && mv -f "$HPCJOBS_STATE/exit_code.tmp" "$HPCJOBS_STATE/exit_code"
+    date +%s > "$HPCJOBS_STATE/ended"
+    exit "$rc"
+}
+trap 'hpcjobs_finish 143' TERM
+trap 'hpcjobs_finish 130' INT
+# code snapshot, available at the same relative paths as on Azure ML
+if [ ! -e "$HPCJOBS_STATE/code_copied" ]; then
+    cp -R @JOB_ROOT@/.snapshots/@DIGEST@/. "$HPCJOBS_WORK/" || hpcjobs_finish 71
+    : > "$HPCJOBS_STATE/code_copied"
+fi
+# this task's parameters (trials.sh: one case per array index, values quoted)
+# shellcheck source=/dev/null
+if ! . @JOB_ROOT@/golden_job/trials.sh || [ -z "${HPCJOBS_TRIAL_FOUND:-}" ]; then
+    echo "hpcjobs: no parameters for task $HPCJOBS_TASK_INDEX in $HPCJOBS_JOB_DIR/trials.sh" >&2
+    hpcjobs_finish 74
+fi
+# environment: site defaults, then the job's environment_variables, then hpcjobs' own
+# MLflow: attach this job to its run (sets MLFLOW_TRACKING_URI, MLFLOW_RUN_ID, MLFLOW_EXPERIMENT_ID)
+if hpcjobs_mlflow_env=$(python3 @JOB_ROOT@/golden_job/.mlflow/hpcjobs_mlflow.py start @JOB_ROOT@/golden_job/.mlflow/main.json); then eval "$hpcjobs_mlflow_env"; fi; unset hpcjobs_mlflow_env
+export AZURE_ML_INPUT_iris=@REPO@/examples/iris/iris.csv
+cd "$HPCJOBS_WORK" || hpcjobs_finish 73
+# the user's command, written verbatim (expressions already turned into quoted variables)
+cat > "$HPCJOBS_STATE/command.sh" <<'HPCJOBS_COMMAND_EOF'
+python train.py --data "${AZURE_ML_INPUT_iris}" --C "${AZUREML_SWEEP_C}" --max-iter "${AZUREML_SWEEP_max_iter}"
+HPCJOBS_COMMAND_EOF
+bash "$HPCJOBS_STATE/command.sh"
+rc=$?
+hpcjobs_finish "$rc"
