@@ -30,13 +30,11 @@ How a run comes to be (measured numbers in ``docs/mlflow.md``):
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
@@ -44,7 +42,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from hpcjobs import paths
-from hpcjobs.mlflow_job import MlflowApiError, MlflowUnreachable, RestClient, is_http
 
 if TYPE_CHECKING:
     from hpcjobs.backends.base import Backend
@@ -78,6 +75,12 @@ RUN_STATUS = {
     "NotResponding": "FAILED",
     "Unknown": "FAILED",
 }
+
+
+def is_http(uri: str | None) -> bool:
+    """Whether *uri* is a tracking server address (the same test as the job-side helper's)."""
+    return bool(uri) and str(uri).split(":", 1)[0].lower() in ("http", "https")
+
 
 _notices: list[str] = []
 _dests: dict[str, Dest] = {}
@@ -382,27 +385,30 @@ def _save_step_params(plan: Plan, children: list[JobRecord], store: Store) -> No
         store.update_many(updates)
 
 
-class _BudgetClient(RestClient):
+def _budget_client(uri: str, budget: float) -> Any:
     """A REST client whose requests together take at most *budget* seconds."""
+    from hpcjobs.mlflow_job import MlflowUnreachable, RestClient
 
-    def __init__(self, uri: str, budget: float) -> None:
-        super().__init__(uri, timeout=SUBMIT_TIMEOUT)
-        self.deadline = time.monotonic() + budget
+    class BudgetClient(RestClient):
+        deadline = time.monotonic() + budget
 
-    def request(self, method: str, path: str, **kw: Any) -> Any:
-        left = self.deadline - time.monotonic()
-        if left <= 0.05:
-            raise MlflowUnreachable(f"{self.uri}: no answer within the {SUBMIT_BUDGET:g} s allowed at submission")
-        self.timeout = min(SUBMIT_TIMEOUT, left)
-        return super().request(method, path, **kw)
+        def request(self, method: str, path: str, **kw: Any) -> Any:
+            left = self.deadline - time.monotonic()
+            if left <= 0.05:
+                raise MlflowUnreachable(f"{self.uri}: no answer within the {budget:g} s allowed at submission")
+            self.timeout = min(SUBMIT_TIMEOUT, left)
+            return super().request(method, path, **kw)
+
+    return BudgetClient(uri, timeout=SUBMIT_TIMEOUT)
 
 
 def _create_run_at_submit(
     site: Site, plan: Plan, rec: JobRecord, uri: str, params: dict[str, str], job_mode: str
 ) -> dict[str, Any]:
     from hpcjobs.mlflow_import import MAX_PARAM_VALUE, MAX_TAG_VALUE, valid_key
+    from hpcjobs.mlflow_job import MlflowApiError, MlflowUnreachable, RestClient
 
-    client = _BudgetClient(uri, SUBMIT_BUDGET)
+    client = _budget_client(uri, SUBMIT_BUDGET)
     run_id = exp_id = ""
     try:
         exp_id = client.get_or_create_experiment(rec.experiment_name or "Default")
@@ -572,6 +578,8 @@ def sync_records(
     site: Site, backend: Backend, records: Sequence[JobRecord], store: Store, *, force: bool = False, locked: bool = False
 ) -> list[dict[str, Any]]:
     """Complete the MLflow runs of terminal *records* (all of *site*); one result per record."""
+    from hpcjobs.mlflow_job import MlflowUnreachable
+
     todo = [r for r in records if _needs_sync(r, store, force)]
     if not todo:
         return []
@@ -621,6 +629,8 @@ def _task_dir(rec: JobRecord) -> str | None:
 
 def _fetch(backend: Backend, rec: JobRecord, dest: Path) -> list[str]:
     """Bring the task's MLflow state, file store, outputs and logs into *dest* in one tar stream."""
+    import io
+
     from hpcjobs.staging import tar_command
     from hpcjobs.tarsafe import safe_extract
 
@@ -665,6 +675,8 @@ def _ms(ts: float | None) -> int | None:
 
 
 def _sync_one(site: Site, backend: Backend, rec: JobRecord, store: Store, uri: str, settings: dict[str, Any]) -> dict[str, Any]:
+    import tempfile
+
     from hpcjobs.mlflow_import import RunRef, RunSpec, read_file_store, sync_run
 
     dest = _dest(uri)
@@ -799,6 +811,7 @@ def run_ui_url(name: str) -> str | None:
     Before the run exists (a queued job on a server the CLI could not reach) this is
     the experiment's address.
     """
+    from hpcjobs.mlflow_job import MlflowApiError, MlflowUnreachable, RestClient
     from hpcjobs.store import Store
 
     store = Store()

@@ -43,6 +43,9 @@ from hpcjobs.transport.base import CommandResult, Transport
 from hpcjobs.transport.remote_shell import build_command
 
 log = logging.getLogger(__name__)
+# paramiko logs every lost connection (with a traceback) at ERROR; with no handler set,
+# Python would print that on the CLI's stderr.  We report those failures ourselves, once.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 #: ``prompter(prompt, echo) -> answer``: asks the human for a password / one-time code
 Prompter = Callable[[str, bool], str]
