@@ -105,7 +105,7 @@ def _pipeline_yaml(steps: int) -> str:
         lines.append("    command: echo step > ${{outputs.o}}/f")
         lines.append("    outputs: {o: {type: uri_folder}}")
         if i:
-            lines.append(f"    inputs: {{i: ${{{{parent.jobs.s{i - 1}.outputs.o}}}}}}")
+            lines.append(f"    inputs: {{i: \"${{{{parent.jobs.s{i - 1}.outputs.o}}}}\"}}")
             lines[-3] = "    command: cat ${{inputs.i}}/f > ${{outputs.o}}/f"
     return "\n".join(lines) + "\n"
 
