@@ -186,6 +186,7 @@ def plan(file: str | Path, sets: Sequence[str] = (), *, name: str | None = None,
         from hpcjobs.snapshot import take_snapshot
 
         target.code_digest = take_snapshot(code).digest
+    s = _prepare_assets(loaded, s, target, offline=True)
     if isinstance(loaded.job, m.PipelineJob):
         from hpcjobs.plan_pipeline import prepare_target
 
@@ -199,7 +200,6 @@ def plan(file: str | Path, sets: Sequence[str] = (), *, name: str | None = None,
     from hpcjobs.uploads import plan_uploads
 
     uploads = plan_uploads(loaded, s, target)
-    s = _prepare_assets(loaded, s, target, offline=True)
     job_name = name or loaded.job.name or "dry_run_job"
     p = plan_job(loaded, s, target, name=job_name, token="0" * 16)
     p.uploads.update(uploads)
@@ -238,6 +238,8 @@ def create_job(
         for w in snap.warnings():
             loaded.warnings.append(w)
         git = git_info(code)
+    # registered data assets and environments (one remote command each kind), before the pipeline's reuse keys
+    s = _prepare_assets(loaded, s, target)
     if isinstance(loaded.job, m.PipelineJob):
         from hpcjobs.plan_pipeline import prepare_target
 
@@ -246,7 +248,6 @@ def create_job(
 
     # SSH sites: local data inputs travel in the submission's tar, content-addressed
     uploads = plan_uploads(loaded, s, target)
-    s = _prepare_assets(loaded, s, target)
     token = new_token()
     p = plan_job(loaded, s, target, name=job_name, token=token)
     p.uploads.update(uploads)

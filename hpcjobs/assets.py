@@ -581,8 +581,10 @@ def _job_refs(loaded: Loaded) -> tuple[list[str], list[str]]:
 
     def visit_inputs(inputs: Any) -> None:
         for v in (inputs or {}).values():
-            if isinstance(v, m.DataInput) and is_asset_ref(v.path):
-                data.append(str(v.path))
+            # pipeline steps keep their bindings as written (mappings), command jobs as models
+            path = v.path if isinstance(v, m.DataInput) else v.get("path") if isinstance(v, dict) else None
+            if is_asset_ref(path):
+                data.append(str(path))
 
     def visit_env(env: Any) -> None:
         if is_asset_ref(env):
@@ -629,6 +631,8 @@ def prepare(loaded: Loaded, site: Site, target: Target, *, offline: bool = False
         for r in data_refs:
             e = reg.resolve("data", parse_ref(r), found)
             target.assets[r] = str(e.get("cluster_path") or e["path"])
+            # pipelines' reuse keys: a step that read another version is not reused
+            target.digests.setdefault(r, f"asset:{e['name']}:{e['version']}:{target.assets[r]}")
     if env_refs:
         found = entries("environments", env_refs)
         # a name the registry lacks keeps its old meaning (the site catalog, or the host with

@@ -402,6 +402,25 @@ def _budget_client(uri: str, budget: float) -> Any:
     return BudgetClient(uri, timeout=SUBMIT_TIMEOUT)
 
 
+def _known_experiments() -> dict[str, str]:
+    try:
+        data = json.loads((embedded_dir() / "experiments.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _remember_experiment(key: str, exp_id: str) -> None:
+    with contextlib.suppress(OSError):
+        known = _known_experiments()
+        known[key] = exp_id
+        d = embedded_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".experiments.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, d / "experiments.json")
+
+
 def _create_run_at_submit(
     site: Site, plan: Plan, rec: JobRecord, uri: str, params: dict[str, str], job_mode: str
 ) -> dict[str, Any]:
@@ -411,10 +430,20 @@ def _create_run_at_submit(
     client = _budget_client(uri, SUBMIT_BUDGET)
     run_id = exp_id = ""
     try:
-        exp_id = client.get_or_create_experiment(rec.experiment_name or "Default")
+        experiment = rec.experiment_name or "Default"
         tags = {**record_tags(rec), "hpcjobs.run_key": f"{plan.token}/main"}
         tags = {k: v[:MAX_TAG_VALUE] for k, v in tags.items() if valid_key(k)}
-        run = client.create_run(exp_id, rec.name, start_time=int((rec.submitted or time.time()) * 1000), tags=tags)
+        start = int((rec.submitted or time.time()) * 1000)
+        # the experiment's id is remembered: one request fewer per submission
+        exp_id = _known_experiments().get(f"{uri} {experiment}", "")
+        try:
+            if not exp_id:
+                raise MlflowApiError("experiment id not known yet")
+            run = client.create_run(exp_id, rec.name, start_time=start, tags=tags)
+        except MlflowApiError:
+            exp_id = client.get_or_create_experiment(experiment)
+            _remember_experiment(f"{uri} {experiment}", exp_id)
+            run = client.create_run(exp_id, rec.name, start_time=start, tags=tags)
         run_id = str(run["run_id"])
         good = {k: v for k, v in params.items() if valid_key(k) and len(v) <= MAX_PARAM_VALUE}
         if good:

@@ -229,3 +229,14 @@ def test_cli_data_commands(site: Site, data_dir: Path, run_cli: Any) -> None:
     assert json.loads(r.stdout) == ["d"]
     r = run_cli("data", "show", "--name", "e", "--site", "regsite")
     assert r.returncode == 2 and "did you mean 'd'" not in r.stderr and "registered data assets: d" in r.stderr
+
+
+def test_pipeline_step_reads_data_asset(site: Site, data_dir: Path, tmp_path: Path) -> None:
+    assets.create_data(site, name="d", version="1", path=str(data_dir))
+    pipe = _job(
+        tmp_path,
+        "type: pipeline\njobs:\n  s:\n    type: command\n    command: ls ${{inputs.x}}\n"
+        "    inputs:\n      x: {type: uri_folder, path: 'azureml:d@latest'}\n",
+    )
+    p = api.plan(pipe, site="regsite")
+    assert str(data_dir) in "\n".join(sc.text for sc in p.scripts)
