@@ -37,7 +37,8 @@ def _uniq(prefix: str) -> str:
 
 def _data(alice: Any, name: str, text: str) -> None:
     alice.write(f"{name}/part-0.txt", text)
-    alice.write(f"{name}/sub/part-1.txt", "second part\n")
+    # new content on every run: the blobs outlive the test, and a first upload must send bytes
+    alice.write(f"{name}/sub/part-1.txt", f"second part\n{uuid.uuid4().hex}\n")
 
 
 def _ok(res: Any) -> Any:

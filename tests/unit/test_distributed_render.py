@@ -3,6 +3,8 @@
 The rank wrapper (``$HPCJOBS_STATE/rank.sh``) is cut out of the rendered job script and run
 with the variables srun gives a task, so the values a training script sees are checked
 without a cluster; tests/integration/test_distributed.py runs the same scripts on Slurm.
+(Named apart from that file: the test folders are not packages, so two modules called
+test_distributed would collide when pytest collects both.)
 """
 
 from __future__ import annotations
