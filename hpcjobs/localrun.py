@@ -10,6 +10,7 @@ It exits when everything ended.  Killing its process group cancels the whole job
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -98,10 +99,8 @@ def run(runfile: Path) -> int:
         time.sleep(POLL)
     if stop:
         for proc, _, _ in running.values():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
-            except ProcessLookupError:
-                pass
         deadline = time.time() + 5
         for proc, _, _ in running.values():
             try:

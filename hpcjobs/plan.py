@@ -418,17 +418,20 @@ def environment_setup(site: Site, environment: Any, warnings: list[str]) -> tupl
         lines.extend(entry.setup)
         if entry.image and site.environment.runtime == "none":
             warnings.append(
-                f"environment image {entry.image} is ignored: site '{site.name}' has no container runtime; the command runs on the host"
+                f"environment image {entry.image} is ignored: site '{site.name}' has no container runtime; "
+                "the command runs on the host"
             )
         return lines, None
     assert isinstance(environment, m.InlineEnvironment)
     if environment.image and site.environment.runtime == "none":
         warnings.append(
-            f"image {environment.image} is noted but not used: site '{site.name}' has no container runtime; the command runs on the host"
+            f"image {environment.image} is noted but not used: site '{site.name}' has no container runtime; "
+            "the command runs on the host"
         )
     if environment.build is not None and site.environment.runtime == "none":
         warnings.append(
-            f"build context {environment.build.path} is ignored: site '{site.name}' has no container runtime; the command runs on the host"
+            f"build context {environment.build.path} is ignored: site '{site.name}' has no container runtime; "
+            "the command runs on the host"
         )
     if environment.conda_file is not None and site.environment.runtime == "none":
         warnings.append("conda_file is not built on this site yet; the command runs in the host's Python")
@@ -532,7 +535,9 @@ def _command_script(
         root=root,
         target=target,
     )
-    dist_lines, dist_words = distributed.launch(site, ctx.distribution, nodes=nodes, gpus_per_node=gpus_per_node, warnings=plan.warnings)
+    dist_lines, dist_words = distributed.launch(
+        site, ctx.distribution, nodes=nodes, gpus_per_node=gpus_per_node, warnings=plan.warnings
+    )
     setup = env_lines + t_setup + dist_lines
     launcher = None
     if dist_words or container_words:

@@ -7,6 +7,7 @@ reaches the user.  (WAL needs a local filesystem; the state dir is local by defa
 
 from __future__ import annotations
 
+import builtins
 import json
 import random
 import sqlite3
@@ -117,10 +118,10 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
             conn.row_factory = sqlite3.Row
-            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))  # type: ignore[union-attr]
+            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute("PRAGMA busy_timeout=60000")
             conn.execute("PRAGMA synchronous=NORMAL")
-            self._retry(lambda: conn.executescript(_SCHEMA))  # type: ignore[union-attr]
+            self._retry(lambda: conn.executescript(_SCHEMA))
             self._local.conn = conn
         return conn
 
@@ -275,7 +276,7 @@ class Store:
                 out = out[:limit]
         return out
 
-    def children(self, parent: str) -> list[JobRecord]:
+    def children(self, parent: str) -> builtins.list[JobRecord]:
         rows = self._conn().execute("SELECT * FROM jobs WHERE parent = ? ORDER BY created, name", (parent,)).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 

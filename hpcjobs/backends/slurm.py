@@ -335,7 +335,6 @@ class SlurmBackend(Backend):
         out = []
         for s in plan.scripts:
             argv = slurm.sbatch_argv(None, test_only=True)
-            env_clean = ["env"] + [f"-u{v}" for v in ()]  # inherited SBATCH_* are dropped by the wrapper below
             res = self.transport.run(
                 [
                     "bash",
@@ -346,7 +345,6 @@ class SlurmBackend(Backend):
                 ],
                 stdin=s.text.encode(),
             )
-            del env_clean
             parsed = slurm.parse_test_only(res.err)
             ok = res.ok and parsed.ok
             out.append(
@@ -435,7 +433,8 @@ class SlurmBackend(Backend):
             updates[rec.name] = upd
         if missing:
             updates.update(self._from_sacct(missing, by_id))
-        return {n: {k: v for k, v in u.items() if getattr(_rec(by_id, n), k, None) != v} for n, u in updates.items()}
+        by_name = {r.name: r for r in by_id.values()}
+        return {n: {k: v for k, v in u.items() if getattr(by_name.get(n), k, None) != v} for n, u in updates.items()}
 
     def _from_sacct(self, ids: list[str], by_id: dict[str, JobRecord]) -> dict[str, dict[str, Any]]:
         earliest = min((by_id[i].submitted or by_id[i].created) for i in ids)
@@ -455,10 +454,11 @@ class SlurmBackend(Backend):
         lost: list[str] = []
         for sid in ids:
             rec = by_id[sid]
-            row = rows.get(sid)
-            if row is None:
+            found = rows.get(sid)
+            if found is None:
                 lost.append(sid)
                 continue
+            row = found
             upd: dict[str, Any] = {
                 "status": row.status.value,
                 "nodes": row.nodelist,

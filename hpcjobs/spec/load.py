@@ -22,7 +22,7 @@ from hpcjobs.spec.yamlload import PathKey, SourceMap, dotted, load_yaml_file, lo
 
 #: keys that ``az ml job show`` prints and that are ignored on input
 DUMP_ONLY = ("$schema", "id", "status", "creation_context", "log_files", "parameters")
-JOB_TYPES = {"command": m.CommandJob, "sweep": m.SweepJob, "pipeline": m.PipelineJob}
+JOB_TYPES: dict[str, type[BaseModel]] = {"command": m.CommandJob, "sweep": m.SweepJob, "pipeline": m.PipelineJob}
 UNSUPPORTED_TYPES = ("automl", "spark", "import", "finetuning", "distillation", "parallel", "data_transfer")
 URI_PREFIXES = (
     "azureml:",
@@ -179,7 +179,9 @@ def _yaml_path(loc: tuple[Any, ...], data: Any) -> tuple[PathKey, bool]:
     out: list[str | int] = []
     node = data
     for part in loc:
-        if (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             out.append(part)
             node = node[part]
         elif isinstance(part, str) and part in ("value",) and not isinstance(node, dict):
