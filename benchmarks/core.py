@@ -111,6 +111,9 @@ class Context:
         self.env = dict(os.environ, HPCJOBS_HOME=str(self.home))
         for k in [k for k in self.env if k.startswith(("SBATCH_", "SLURM_"))]:
             del self.env[k]
+        # measure an installation as users have it: with bytecode (pip compiles on install)
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "hpcjobs")], check=False, env=self.env)
         exe = Path(sys.executable).parent / "hpcjobs"
         self.hpcjobs = [str(exe)] if exe.exists() else [sys.executable, "-m", "hpcjobs.cli.main"]
         self.to_cancel: list[str] = []

@@ -45,7 +45,7 @@ def slurm() -> None:
 
 @pytest.fixture(scope="module")
 def server(slurm: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from test_mlflow import MlflowServer
+    from tests.integration.test_mlflow import MlflowServer
 
     srv = MlflowServer(tmp_path_factory.mktemp("mlflow-slurm"))
     srv.start()
@@ -67,7 +67,7 @@ def write_site(alice: Any, name: str, base: str, *, mode: str, uri: str | None, 
 
 
 def write_test_job(alice: Any, experiment: str) -> str:
-    from test_mlflow import JOB
+    from tests.integration.test_mlflow import JOB
 
     alice.write("mljob/data.txt", "input data\n")
     alice.write("mljob/job.yml", textwrap.dedent(JOB).lstrip().format(experiment=experiment, n=7, sleep=0, files=0))
@@ -118,7 +118,7 @@ def test_slurm_embedded_default(alice: Any, slurm: None, tmp_path: Path) -> None
 
 
 def test_slurm_direct(alice: Any, server: Any, tmp_path: Path) -> None:
-    from test_mlflow import check_server_run
+    from tests.integration.test_mlflow import check_server_run
 
     write_site(alice, "tc-direct", "testcluster", mode="direct", uri=server.uri)
     job = write_test_job(alice, "slurm-direct")
@@ -137,7 +137,7 @@ def test_slurm_direct(alice: Any, server: Any, tmp_path: Path) -> None:
 
 
 def test_slurm_offline(alice: Any, server: Any, tmp_path: Path) -> None:
-    from test_mlflow import check_server_run
+    from tests.integration.test_mlflow import check_server_run
 
     write_site(alice, "tc-offline", "testcluster", mode="offline", uri=server.uri)
     job = write_test_job(alice, "slurm-offline")
@@ -153,8 +153,8 @@ def test_slurm_offline(alice: Any, server: Any, tmp_path: Path) -> None:
 
 def test_ssh_offline(alice: Any, server: Any, tmp_path: Path) -> None:
     """From a laptop over SSH: the job logs into its job directory on the cluster, the import comes back over SSH."""
-    from test_mlflow import check_server_run
-    from test_ssh_jobs import SSH_DIR, Laptop, _listening
+    from tests.integration.test_mlflow import check_server_run
+    from tests.integration.test_ssh_jobs import SSH_DIR, Laptop, _listening
 
     if not (_listening(2222) and (SSH_DIR / "alice_ed25519").exists()):
         pytest.skip("the test sshd is not running (tests/cluster/sshd-up.sh)")
