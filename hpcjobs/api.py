@@ -60,8 +60,12 @@ def parse_set(item: str) -> tuple[list[str | int], Any]:
 
 def plan_job(loaded: Loaded, site: Site, target: Any, *, name: str, token: str) -> Plan:
     from hpcjobs.plan import plan_job as _plan_job
+    from hpcjobs.spec.check import locate_plan_error
 
-    return _plan_job(loaded, site, target, name=name, token=token)
+    try:
+        return _plan_job(loaded, site, target, name=name, token=token)
+    except ValidationError as exc:
+        raise locate_plan_error(loaded, exc) from None
 
 
 class _LazyModels:

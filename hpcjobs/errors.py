@@ -130,5 +130,5 @@ def known_list_hint(word: str, known: Iterable[str], what: str = "known") -> str
     if known_sorted:
         parts.append(f"{what}: " + ", ".join(known_sorted))
     else:
-        parts.append(f"nothing is {what}" if what != "known" else "none are known")
+        parts.append(f"{what}: none defined")
     return "; ".join(parts)

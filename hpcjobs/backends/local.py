@@ -54,10 +54,15 @@ def _alive(pid: int, job_dir: str) -> bool:
     except PermissionError:
         return True
     try:
-        # a recycled pid belongs to some other program: check it is ours
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # a runner that exited but was not reaped yet (our own child) is a zombie: not alive
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return False
+        # a recycled pid belongs to some other program: check it is ours.  The cmdline
+        # of a process that is still starting up (exec not done yet) reads empty.
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        return b"hpcjobs.localrun" in cmd
-    except OSError:
+        return not cmd or b"hpcjobs.localrun" in cmd
+    except (OSError, IndexError):
         return True
 
 
@@ -150,7 +155,13 @@ class LocalBackend(Backend):
         rc = _read_int(sd / "exit_code")
         if rc is not None:
             if rc == 0:
-                return {"status": JobStatus.COMPLETED.value, "exit_code": 0, "started": started, "ended": ended, "reason": None}
+                return {
+                    "status": JobStatus.COMPLETED.value,
+                    "exit_code": 0,
+                    "started": started,
+                    "ended": ended or time.time(),
+                    "reason": None,
+                }
             # a pipeline step stopped because another failed (continue_on_step_failure: false) has a marker
             marker = (sd / "canceled").read_text().strip() if (sd / "canceled").exists() else None
             canceled = bool(rec.extra.get("cancel_requested") or marker) and rc in (143, 130, 137, -15, -9)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcjobs import expr
-from hpcjobs.errors import ValidationError, known_list_hint
+from hpcjobs.errors import Location, ValidationError, known_list_hint
 from hpcjobs.spec import models as m
 from hpcjobs.spec.yamlload import PathKey, SourceMap, dotted
 
@@ -43,7 +43,13 @@ def check_command(
     _check_text_value(smap, path, command)
     if "\r" in command:
         raise _err(smap, path, "contains a carriage return (CR)", "save the job file with Unix (LF) line endings")
-    normalized, legacy = expr.normalize_legacy(command)
+    try:
+        normalized, legacy = expr.normalize_legacy(command)
+        expr.find_refs(normalized)
+    except expr.ExpressionError as exc:
+        raise ValidationError(
+            exc.message, hint=exc.hint, location=expression_location(smap, path, command, exc), field=dotted(path)
+        ) from None
     for w in legacy:
         warnings.append(f"{smap.locate(path)}: {dotted(path)}: {w}")
     for ref in expr.find_refs(normalized):
@@ -89,6 +95,35 @@ def check_command(
                 needle=needle,
             )
     return normalized
+
+
+def expression_location(smap: SourceMap, path: PathKey, command: str, exc: expr.ExpressionError) -> Location:
+    """The file position of an error at (line, col) of a command (best effort for folded text)."""
+    lines = command.splitlines()
+    text = lines[exc.line - 1] if 0 < exc.line <= len(lines) else ""
+    needle = text.strip()
+    if not needle:
+        return smap.locate(path)
+    loc = smap.find_text(path, needle)
+    if loc.line is not None and loc.col is not None:
+        return Location(loc.file, loc.line, loc.col + max(0, exc.col - 1 - (len(text) - len(text.lstrip()))))
+    return loc
+
+
+def locate_plan_error(loaded: Loaded, exc: ValidationError) -> ValidationError:
+    """Give an error raised while planning (it knows its field) the job file's FILE:LINE."""
+    if exc.location is not None:
+        return exc
+    smap = loaded.source
+    parts: tuple[str | int, ...] = tuple(exc.field.split(".")) if exc.field else ()
+    if isinstance(loaded.job, m.SweepJob) and parts[:1] == ("command",):
+        parts = ("trial", *parts)
+    if isinstance(exc, expr.ExpressionError):
+        command = getattr(loaded.job, "command", None) or getattr(getattr(loaded.job, "trial", None), "command", "")
+        exc.location = expression_location(smap, parts, command or "", exc)
+    else:
+        exc.location = smap.locate(parts)
+    return exc
 
 
 def _check_env_vars(env: dict[str, Any], smap: SourceMap, prefix: PathKey) -> None:
@@ -231,6 +266,13 @@ def check_pipeline(loaded: Loaded) -> None:
                 )
             elif isinstance(comp_ref, str):
                 comp_path = Path(_resolve_local(comp_ref.removeprefix("file:"), base))
+                if not comp_path.is_file():
+                    raise _err(
+                        smap,
+                        (*p, "component"),
+                        f"component file {comp_ref!r} does not exist (resolved to {comp_path})",
+                        "paths are relative to the folder of the pipeline file",
+                    )
                 comp, cmap, cpath = load_component(comp_path)
             else:
                 cwork = dict(comp_ref)

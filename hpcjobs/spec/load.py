@@ -283,7 +283,16 @@ def _convert(
             loc = smap.locate(full[:-1])
         order = (loc.line or 0, loc.col or 0)
         found.append((order, ValidationError(msg, hint=hint, location=loc, field=dotted(full) or None)))
-    found.sort(key=lambda x: x[0])
+    # `comand:` yields both "unknown key comand" and "missing key command": the unknown
+    # key (with its did-you-mean) is the cause, so it goes first
+    extra_parents = {tuple(e.field.split(".")[:-1]) for _, e in found if e.field and e.message.startswith("unknown key")}
+
+    def rank(item: tuple[tuple[int, int], ValidationError]) -> tuple[int, tuple[int, int]]:
+        e = item[1]
+        demote = e.message.startswith("missing required key") and tuple((e.field or "").split(".")[:-1]) in extra_parents
+        return (1 if demote else 0, item[0])
+
+    found.sort(key=rank)
     first = found[0][1]
     if len(found) > 1:
         others = "; ".join(f"{e.field or '(top)'}: {e.message}" for _, e in found[1:4])
@@ -382,6 +391,13 @@ def _prep_environment(data: dict[str, Any], smap: SourceMap, prefix: PathKey, ba
     if isinstance(env, str):
         if env.startswith("file:"):
             env_path = Path(_resolve_local(env[5:], base))
+            if not env_path.is_file():
+                raise _err(
+                    smap,
+                    p,
+                    f"environment file {env[5:]!r} does not exist (resolved to {env_path})",
+                    "paths are relative to the folder of the job file",
+                )
             env_data, env_map = load_yaml_file(env_path)
             if not isinstance(env_data, dict):
                 raise ValidationError("an environment file must be a mapping", location=Location(str(env_path)))
@@ -451,7 +467,7 @@ def _prep_command_fields(data: dict[str, Any], smap: SourceMap, prefix: PathKey,
 # --------------------------------------------------------------------------- entry points
 def _as_mapping(data: Any, smap: SourceMap, what: str) -> dict[str, Any]:
     if data is None:
-        raise ValidationError(f"the {what} file is empty", location=Location(smap.file))
+        raise ValidationError(f"the {what} file is empty", location=Location(smap.file, 1, 1))
     if not isinstance(data, dict):
         raise ValidationError(f"a {what} file must be a YAML mapping, got {_describe(data)}", location=smap.locate(()))
     return data

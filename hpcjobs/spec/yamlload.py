@@ -80,7 +80,7 @@ class SourceMap:
                 line, col = self.values[p]
                 return Location(self.file, line, col)
             if not p:
-                return Location(self.file)
+                return Location(self.file, 1, 1) if not self.file.startswith("--set") else Location(self.file)
             p = p[:-1]
 
     def sub(self, prefix: PathKey) -> SourceMap:
@@ -97,8 +97,21 @@ class SourceMap:
         return out
 
 
+PLAIN_TAG = "tag:hpcjobs:plain"
+_CORE = "tag:yaml.org,2002:"
+#: explicit tags a job file may use; anything else (!!python/..., !custom) is refused
+ALLOWED_TAGS = {f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "binary", "timestamp", "merge")}
+
+
 class _Composer(yaml.SafeLoader):
     """A safe loader used only to compose nodes (we construct values ourselves)."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        # Plain scalars are resolved later by the YAML 1.2 core schema (resolve_plain),
+        # not by PyYAML's 1.1 rules, so mark them instead of guessing a type here.
+        if kind is yaml.ScalarNode and implicit[0]:
+            return f"{_CORE}merge" if value == "<<" else PLAIN_TAG
+        return super().resolve(kind, value, implicit)
 
 
 def _pos(node: yaml.Node) -> tuple[int, int]:
@@ -180,11 +193,11 @@ class _Builder:
         if len(text) > MAX_SCALAR_CHARS:
             raise self.error(node, f"value longer than {MAX_SCALAR_CHARS} characters ({len(text)})", path)
         tag = node.tag
-        if node.style in ("'", '"', "|", ">") or tag == "tag:yaml.org,2002:str":
-            return text
-        if tag not in (None, "?", "!") and not tag.startswith("tag:yaml.org,2002:"):
-            raise self.error(node, f"unsupported YAML tag {tag}", path)
-        if tag == "tag:yaml.org,2002:binary" or tag == "tag:yaml.org,2002:timestamp":
+        if tag == PLAIN_TAG:
+            return resolve_plain(text, lambda msg: self.error(node, msg, path))
+        if tag not in ALLOWED_TAGS and tag not in (None, "?", "!"):
+            raise self.error(node, f"unsupported YAML tag {tag}", path, hint="job files use plain YAML values only")
+        if node.style in ("'", '"', "|", ">") or tag in (f"{_CORE}str", f"{_CORE}binary", f"{_CORE}timestamp", "!"):
             return text
         return resolve_plain(text, lambda msg: self.error(node, msg, path))
 
