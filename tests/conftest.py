@@ -102,6 +102,9 @@ def hpcjobs_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     """A fresh, empty HPCJOBS_HOME (the whole state + config location) for one test."""
     home = tmp_path_factory.mktemp("hpcjobs-home")
     monkeypatch.setenv("HPCJOBS_HOME", str(home))
+    # unit tests check tracking explicitly (test_tracking*); elsewhere a finished job must
+    # not start a background MLflow import on this small machine
+    monkeypatch.setenv("HPCJOBS_TRACKING", "none")
     # transports are cached per process; a test must not see another test's
     try:
         from hpcjobs import backends

@@ -137,11 +137,21 @@ def job_validate(
 
 
 @job_app.command("show")
-def job_show(name: Name, output: Output = "json", query: Query = None) -> None:
+def job_show(
+    name: Name,
+    web: Annotated[bool, typer.Option("--web", help="Print the MLflow UI address of the job's run.")] = False,
+    output: Output = "json",
+    query: Query = None,
+) -> None:
     """Show a job: state, times, Slurm ids, exit code, paths (a pipeline: its steps as a DAG)."""
     from hpcjobs import api
 
     view = api.show_job(name)
+    if web:
+        from hpcjobs.tracking import run_ui_url
+
+        url = run_ui_url(name)
+        _note(f"MLflow run: {url}" if url else "MLflow run: no UI address (the run is in a local store; see hpcjobs mlflow-uri)")
     if output == "table" and not query and view.get("type") == "pipeline" and "steps" in view:
         from hpcjobs.dag import render_dag
 

@@ -73,6 +73,23 @@ class LiteralInput(Model):
 
     _normalize_type = field_validator("type", mode="before")(_lower)
 
+    @model_validator(mode="after")
+    def _value_matches_type(self) -> LiteralInput:
+        v = self.value
+        if self.type is None or v is None:
+            return self
+        ok = {
+            "integer": isinstance(v, int) and not isinstance(v, bool),
+            "number": isinstance(v, int | float) and not isinstance(v, bool),
+            "boolean": isinstance(v, bool),
+            "string": True,
+        }[self.type]
+        if not ok:
+            raise ValueError(f"value {v!r} is not of type {self.type}")
+        if self.type == "string" and not isinstance(v, str):
+            self.value = str(v)
+        return self
+
 
 class DataInput(Model):
     """A data input: a file or folder the job reads."""

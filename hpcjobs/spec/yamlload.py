@@ -236,7 +236,10 @@ def resolve_plain(text: str, err: Any = None) -> Any:
 def load_yaml_text(text: str, file: str) -> tuple[Any, SourceMap]:
     """Parse *text* (one YAML document) into plain objects and a :class:`SourceMap`."""
     if "\x00" in text:
-        raise ValidationError("file contains a NUL character", location=Location(file))
+        at = text.index("\x00")
+        line = text.count("\n", 0, at) + 1
+        col = at - (text.rfind("\n", 0, at) + 1) + 1
+        raise ValidationError("file contains a NUL character", location=Location(file, line, col))
     try:
         loader = _Composer(text)
         try:
@@ -272,13 +275,14 @@ def load_yaml_file(path: Path) -> tuple[Any, SourceMap]:
     if size > MAX_FILE_BYTES:
         raise ValidationError(
             f"file is {size} bytes; job files larger than {MAX_FILE_BYTES} bytes are refused",
-            location=Location(shown),
+            location=Location(shown, 1),
         )
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValidationError(f"file is not valid UTF-8 (byte {exc.start})", location=Location(shown)) from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ValidationError(f"file is not valid UTF-8 (byte {exc.start})", location=Location(shown, line)) from None
     return load_yaml_text(text, shown)
 
 

@@ -363,7 +363,6 @@ def test_version_and_help(run_cli: Callable[..., Any]) -> None:
 
 
 # --------------------------------------------------------------------------- the spawn race, reproduced directly
-@pytest.mark.xfail(reason=RACE_BUG, strict=True)
 def test_local_state_right_after_spawn(tmp_path: Path) -> None:
     """A job whose runner was just started is Queued, never Failed (tried 20 times)."""
     from hpcjobs.backends.local import LocalBackend
@@ -407,7 +406,6 @@ def test_local_state_right_after_spawn(tmp_path: Path) -> None:
     assert set(seen) <= {"Queued", "Running"}, seen
 
 
-@pytest.mark.xfail(reason=ENDED_BUG, strict=True)
 def test_completed_job_has_an_end_time(tmp_path: Path) -> None:
     """The state a refresh can see between the script's two last writes: exit_code is there, ended not yet."""
     from hpcjobs.backends.local import LocalBackend

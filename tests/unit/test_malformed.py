@@ -28,51 +28,7 @@ CORPUS = HERE.parent / "malformed"
 HEADER = re.compile(r"^# (expect|field|line|at): ?(.*)$")
 
 #: cases that fail because of a bug in non-test code (kept visible, strict)
-KNOWN_BUGS: dict[str, str] = {
-    "unknown-top-key-comand.yml": (
-        "bug: spec/load.py _convert sorts errors by location, so 'missing required key command' (reported at the "
-        "mapping's first line) wins over the unknown key 'comand' on the same line, and the did-you-mean is lost"
-    ),
-    "sweep-unknown-key-objective.yml": (
-        "bug: spec/load.py _convert: 'missing required key primary_metric' hides the unknown key 'primary_metrik' "
-        "and its did-you-mean (same root cause as comand)"
-    ),
-    "component-file-missing.yml": (
-        "bug: spec/check.py check_pipeline -> load_component raises 'file not found' without the job file's "
-        "location (no FILE:LINE of the component: key)"
-    ),
-    "environment-file-missing.yml": (
-        "bug: spec/load.py _prep_environment -> load_yaml_file raises 'file not found' without the job file's "
-        "location (no FILE:LINE of the environment: key)"
-    ),
-    "empty-file.yml": "bug: spec/load.py _as_mapping reports an empty file as Location(file) with no line",
-    "python-tag.yml": (
-        "bug: spec/yamlload.py _Builder._scalar accepts every tag under tag:yaml.org,2002: "
-        "(!!python/object:os.system is silently read as a string) instead of refusing unsupported tags"
-    ),
-    "sweep-grid-uniform.yml": (
-        "bug: grid vs uniform is only checked by the planner (sweep.sampling via plan_sweep); its ValidationError has "
-        "field search_space.lr.type but no location, so there is no FILE:LINE (same root cause as datastore-unknown)"
-    ),
-    "unterminated-expression.yml": (
-        "bug: spec/check.py check_command lets expr.ExpressionError escape without a file location "
-        "(only 'line 2, column 6 of the command')"
-    ),
-    "optional-segment-unterminated.yml": "bug: spec/check.py check_command: ExpressionError without a file location",
-    "quoted-heredoc-reference.yml": (
-        "bug: the quoted-heredoc error is raised by expr.substitute at plan time with no file location"
-    ),
-    "optional-input-used-bare.yml": "bug: plan.py command_env raises 'input has no value' with a field but no file location",
-    "datastore-unknown.yml": (
-        "bug: ValidationErrors raised while planning (plan.py resolve_input_path: 'datastore not defined') carry a field "
-        "but no location; api.validate_job/api.plan never map the field back to FILE:LINE"
-    ),
-    "input-literal-type-mismatch.yml": (
-        "bug: spec/models.py LiteralInput does not check value against type (type: integer, value: abc is accepted)"
-    ),
-    "generated:nul-byte.yml": "bug: spec/yamlload.py load_yaml_text reports a raw NUL byte with no line",
-    "generated:invalid-utf8.yml": "bug: spec/yamlload.py load_yaml_file reports invalid UTF-8 with no line",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @dataclass

@@ -71,12 +71,6 @@ def test_plain_scalars_follow_yaml_1_2(text: str, expected: object) -> None:
     assert type(load(f"v: {text}\n")["v"]) is type(expected)  # type: ignore[index]
 
 
-@pytest.mark.xfail(
-    reason="bug: spec/yamlload.py _Builder._scalar returns the text unchanged whenever PyYAML's YAML 1.1 resolver "
-    "tagged a plain scalar as str, so YAML 1.2 core numbers that 1.1 does not know (1e-3, 1e3, 0o17) stay strings "
-    "(lr: 1e-3 is the string '1e-3')",
-    strict=True,
-)
 @pytest.mark.parametrize(("text", "expected"), [("1e-3", 0.001), ("1e3", 1000.0), ("1.5e3", 1500.0), ("0o17", 15)])
 def test_yaml_1_2_numbers_that_yaml_1_1_does_not_know(text: str, expected: object) -> None:
     assert load(f"v: {text}\n") == {"v": expected}
@@ -241,11 +235,6 @@ def test_unknown_application_tag_is_refused() -> None:
     assert "unsupported YAML tag" in e.message
 
 
-@pytest.mark.xfail(
-    reason="bug: spec/yamlload.py _Builder._scalar lets every tag under tag:yaml.org,2002: through, so "
-    "!!python/object:os.system is silently accepted as a plain string",
-    strict=True,
-)
 def test_python_tags_are_refused() -> None:
     e = err("v: !!python/object:os.system echo\n")
     assert "unsupported YAML tag" in e.message
