@@ -28,7 +28,8 @@ log "lint and types"
 
 log "pytest"
 set +e
-"$PY" -m pytest -n 2 --dist loadgroup -p no:cacheprovider "${@:-tests}"
+# most integration tests wait on Slurm, sshd or sleep: 4 workers keep both cores busy
+"$PY" -m pytest -n "${HPCJOBS_TEST_WORKERS:-4}" --dist loadgroup -p no:cacheprovider -p no:benchmark --durations=25 "${@:-tests}"
 rc=$?
 set -e
 log "done (pytest exit $rc)"

@@ -71,6 +71,10 @@ class Alice:
             "HPCJOBS_HOME": str(self.home),
             **(env or {}),
         }
+        # MLflow has its own tests (test_mlflow*.py, which ask for it); elsewhere a finished
+        # job must not start a background import of mlflow (seconds of CPU on a 2-core CI)
+        if not any(k == "HPCJOBS_TRACKING" or k.startswith("HPCJOBS_MLFLOW") for k in (env or {})):
+            full_env["HPCJOBS_TRACKING"] = "none"
         argv = ["runuser", "-u", "alice", "--", "env", "-i", *[f"{k}={v}" for k, v in full_env.items()], f"{self.venv}/bin/hpcjobs", *args]
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.workdir, check=False)
         if check and res.returncode != 0:
