@@ -122,7 +122,8 @@ def locate_plan_error(loaded: Loaded, exc: ValidationError) -> ValidationError:
         command = getattr(loaded.job, "command", None) or getattr(getattr(loaded.job, "trial", None), "command", "")
         exc.location = expression_location(smap, parts, command or "", exc)
     else:
-        exc.location = smap.locate(parts)
+        found = re.search(r"\$\{\{[^}]*\}\}", exc.message)
+        exc.location = smap.find_text(parts, found.group(0)) if found else smap.locate(parts)
     return exc
 
 
@@ -270,7 +271,7 @@ def check_pipeline(loaded: Loaded) -> None:
                     raise _err(
                         smap,
                         (*p, "component"),
-                        f"component file {comp_ref!r} does not exist (resolved to {comp_path})",
+                        f"component file {comp_ref!r} not found (resolved to {comp_path})",
                         "paths are relative to the folder of the pipeline file",
                     )
                 comp, cmap, cpath = load_component(comp_path)

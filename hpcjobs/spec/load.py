@@ -339,6 +339,7 @@ def _prep_inputs(data: dict[str, Any], smap: SourceMap, prefix: PathKey, base: P
         if isinstance(value, dict):
             kind = value.get("type")
             if "value" in value or (isinstance(kind, str) and kind.lower() in m.PARAM_TYPES):
+                _check_literal_type(value, smap, p)
                 inputs[name] = validate_model(m.LiteralInput, value, smap, p)
             else:
                 di = validate_model(m.DataInput, value, smap, p)
@@ -349,6 +350,27 @@ def _prep_inputs(data: dict[str, Any], smap: SourceMap, prefix: PathKey, base: P
             inputs[name] = m.LiteralInput(value=value)
         else:
             raise _err(smap, p, f"expected a literal value or a mapping, got {_describe(value)}")
+
+
+_TYPE_WORDS = {"integer": "an integer", "number": "a number", "boolean": "true or false", "string": "a string"}
+
+
+def _check_literal_type(value: dict[str, Any], smap: SourceMap, p: PathKey) -> None:
+    """``{type: integer, value: abc}``: point at the value, in the words of the other type errors."""
+    kind, v = value.get("type"), value.get("value")
+    if not isinstance(kind, str) or v is None or kind.lower() not in _TYPE_WORDS:
+        return
+    kind = kind.lower()
+    ok = {
+        "integer": isinstance(v, int) and not isinstance(v, bool),
+        "number": isinstance(v, int | float) and not isinstance(v, bool),
+        "boolean": isinstance(v, bool),
+        "string": True,
+    }[kind]
+    if not ok:
+        raise _err(
+            smap, (*p, "value"), f"expected {_TYPE_WORDS[kind]}, got {_describe(v)}", f"the input is declared type: {kind}"
+        )
 
 
 def _prep_outputs(data: dict[str, Any], smap: SourceMap, prefix: PathKey) -> None:
@@ -395,7 +417,7 @@ def _prep_environment(data: dict[str, Any], smap: SourceMap, prefix: PathKey, ba
                 raise _err(
                     smap,
                     p,
-                    f"environment file {env[5:]!r} does not exist (resolved to {env_path})",
+                    f"environment file {env[5:]!r} not found (resolved to {env_path})",
                     "paths are relative to the folder of the job file",
                 )
             env_data, env_map = load_yaml_file(env_path)

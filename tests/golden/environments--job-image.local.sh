@@ -15,8 +15,9 @@ mkdir -p "$HPCJOBS_STATE" "$HPCJOBS_WORK/outputs" "$HPCJOBS_WORK/logs" || exit 7
 date +%s > "$HPCJOBS_STATE/started"
 hpcjobs_finish() {
     local rc=$1
-    printf '%s\n' "$rc" > "$HPCJOBS_STATE/exit_code.tmp" && mv -f "$HPCJOBS_STATE/exit_code.tmp" "$HPCJOBS_STATE/exit_code"
+    # ended first: whoever sees exit_code can rely on ended being there
     date +%s > "$HPCJOBS_STATE/ended"
+    printf '%s\n' "$rc" > "$HPCJOBS_STATE/exit_code.tmp" && mv -f "$HPCJOBS_STATE/exit_code.tmp" "$HPCJOBS_STATE/exit_code"
     exit "$rc"
 }
 trap 'hpcjobs_finish 143' TERM

@@ -61,6 +61,8 @@ class Alice:
     home: Path
     workdir: Path
     venv: Path
+    #: MLflow tracking for her jobs (off unless a test asks: see run())
+    tracking: bool = False
 
     def run(self, *args: str, timeout: float = 300, check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         full_env = {
@@ -73,7 +75,7 @@ class Alice:
         }
         # MLflow has its own tests (test_mlflow*.py, which ask for it); elsewhere a finished
         # job must not start a background import of mlflow (seconds of CPU on a 2-core CI)
-        if not any(k == "HPCJOBS_TRACKING" or k.startswith("HPCJOBS_MLFLOW") for k in (env or {})):
+        if not self.tracking and not any(k == "HPCJOBS_TRACKING" or k.startswith("HPCJOBS_MLFLOW") for k in (env or {})):
             full_env["HPCJOBS_TRACKING"] = "none"
         argv = ["runuser", "-u", "alice", "--", "env", "-i", *[f"{k}={v}" for k, v in full_env.items()], f"{self.venv}/bin/hpcjobs", *args]
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.workdir, check=False)

@@ -78,6 +78,12 @@ def run_name(res: subprocess.CompletedProcess[str]) -> str:
     return next(line.split()[-1] for line in res.stderr.splitlines() if line.startswith("RunId:"))
 
 
+@pytest.fixture(autouse=True)
+def _alice_tracks(alice: Any) -> None:
+    """These tests are about tracking: alice's jobs keep it on."""
+    alice.tracking = True
+
+
 NO_BG = {"HPCJOBS_MLFLOW_BACKGROUND": "0"}
 
 

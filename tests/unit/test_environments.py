@@ -39,6 +39,13 @@ sys.path.insert(0, str(REPO / "tests" / "helpers"))
 from tinywheel import make_wheel  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _tracking_as_users_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Golden scripts show what a user gets, MLflow line included (conftest turns tracking off)."""
+    monkeypatch.delenv("HPCJOBS_TRACKING", raising=False)
+
+
+
 # --------------------------------------------------------------------------- image references
 @pytest.mark.parametrize(
     ("written", "kind", "ref"),

@@ -27,6 +27,13 @@ import pytest
 from hpcjobs import __version__
 from hpcjobs.plan import Plan
 
+
+@pytest.fixture(autouse=True)
+def _tracking_as_users_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Golden scripts show what a user gets, MLflow line included (conftest turns tracking off)."""
+    monkeypatch.delenv("HPCJOBS_TRACKING", raising=False)
+
+
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
 SITES = ("local", "testcluster")
