@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from hpcjobs.errors import RuntimeFailure
-from hpcjobs.transport.base import CommandResult
+from hpcjobs.transport.base import CommandResult, Transport
 
 
 class Readable(Protocol):
@@ -171,3 +171,29 @@ def read_head(stream: Readable, n: int = 2) -> bytes:
 def is_gzip(head: bytes) -> bool:
     """Whether *head* starts a gzip stream."""
     return head[:2] == b"\x1f\x8b"
+
+
+class RemoteFiles(Transport):
+    """File operations of a transport whose commands run in a remote shell (SSH flavours).
+
+    Each is one command round trip; subclasses provide ``run`` and ``label``.
+    """
+
+    label: str
+
+    def read_file(self, path: str, *, offset: int = 0, limit: int | None = None) -> bytes:
+        """Return the bytes of *path* from *offset* (one round trip)."""
+        return read_file_result(self.run(read_file_argv(path, offset, limit)), path, self.label)
+
+    def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        """Atomically write *data* to *path* (mkdir -p, temporary file, rename)."""
+        res = self.run(write_file_argv(path, mode), stdin=data)
+        if res.returncode != 0:
+            raise RuntimeFailure(f"cannot write {path} on {self.label}: {res.err.strip()}")
+
+    def exists(self, path: str) -> bool:
+        """Whether *path* exists on the remote host."""
+        res = self.run(exists_argv(path))
+        if res.returncode not in (0, 1):
+            raise RuntimeFailure(f"cannot check {path} on {self.label}: {res.err.strip()}")
+        return res.returncode == 0

@@ -39,7 +39,7 @@ from paramiko.common import MSG_CHANNEL_REQUEST, cMSG_CHANNEL_REQUEST
 from hpcjobs.errors import HostKeyError, RuntimeFailure, TransientError, UserError
 from hpcjobs.transport import known_hosts as kh
 from hpcjobs.transport import remote_shell as rsh
-from hpcjobs.transport.base import CommandResult, Transport
+from hpcjobs.transport.base import CommandResult
 from hpcjobs.transport.remote_shell import build_command
 
 log = logging.getLogger(__name__)
@@ -1175,7 +1175,7 @@ class _RemoteReader(io.RawIOBase):
         super().close()
 
 
-class SSHTransport(Transport):
+class SSHTransport(rsh.RemoteFiles):
     """Runs commands on a remote host over one pooled paramiko connection."""
 
     def __init__(self, settings: SSHSettings) -> None:
@@ -1298,22 +1298,6 @@ class SSHTransport(Transport):
         ex.close()
 
     # -- files --------------------------------------------------------------------------
-    def read_file(self, path: str, *, offset: int = 0, limit: int | None = None) -> bytes:
-        """Return the bytes of *path* from *offset* (one exec round trip)."""
-        return rsh.read_file_result(self.run(rsh.read_file_argv(path, offset, limit)), path, self.label)
-
-    def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
-        """Atomically write *data* to *path* (mkdir -p, temporary file, rename)."""
-        res = self.run(rsh.write_file_argv(path, mode), stdin=data)
-        if res.returncode != 0:
-            raise RuntimeFailure(f"cannot write {path} on {self.label}: {res.err.strip()}")
-
-    def exists(self, path: str) -> bool:
-        """Whether *path* exists on the remote host."""
-        res = self.run(rsh.exists_argv(path))
-        if res.returncode not in (0, 1):
-            raise RuntimeFailure(f"cannot check {path} on {self.label}: {res.err.strip()}")
-        return res.returncode == 0
 
     @property
     def home(self) -> str:

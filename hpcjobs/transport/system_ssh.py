@@ -34,7 +34,7 @@ from typing import IO, Any
 from hpcjobs.errors import HostKeyError, RuntimeFailure, TransientError, UserError
 from hpcjobs.transport import known_hosts as kh
 from hpcjobs.transport import remote_shell as rsh
-from hpcjobs.transport.base import CommandResult, Transport
+from hpcjobs.transport.base import CommandResult
 
 _CHUNK = 256 * 1024
 
@@ -120,7 +120,7 @@ def _looks_like_ssh_error(stderr: str) -> bool:
     return any(marker in stderr for marker in _SSH_ERRORS)
 
 
-class SystemSSHTransport(Transport):
+class SystemSSHTransport(rsh.RemoteFiles):
     """Runs commands through the system ``ssh`` with a per-process ControlMaster.
 
     Takes the same :class:`hpcjobs.transport.ssh.SSHSettings` as the paramiko
@@ -345,22 +345,6 @@ class SystemSSHTransport(Transport):
                     proc.wait()
 
     # -- files --------------------------------------------------------------------------
-    def read_file(self, path: str, *, offset: int = 0, limit: int | None = None) -> bytes:
-        """Return the bytes of *path* from *offset* (one round trip)."""
-        return rsh.read_file_result(self.run(rsh.read_file_argv(path, offset, limit)), path, self.label)
-
-    def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
-        """Atomically write *data* to *path* (mkdir -p, temporary file, rename)."""
-        res = self.run(rsh.write_file_argv(path, mode), stdin=data)
-        if res.returncode != 0:
-            raise RuntimeFailure(f"cannot write {path} on {self.label}: {res.err.strip()}")
-
-    def exists(self, path: str) -> bool:
-        """Whether *path* exists on the remote host."""
-        res = self.run(rsh.exists_argv(path))
-        if res.returncode not in (0, 1):
-            raise RuntimeFailure(f"cannot check {path} on {self.label}: {res.err.strip()}")
-        return res.returncode == 0
 
     @property
     def home(self) -> str:
