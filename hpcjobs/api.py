@@ -404,15 +404,14 @@ def refresh(records: Sequence[JobRecord], store: Store | None = None) -> list[Jo
     if finished:
         from hpcjobs import tracking
 
-        for site_name in {r.site for r in active}:
-            recs_done = [
-                store.get(n)
-                for n in finished
-                if n in {r.name for r in active if r.site == site_name} or store.get(n).site == site_name
-            ]
-            if recs_done:
-                s2 = get_site(site_name) if site_name != "local" else local_site()
-                tracking.on_terminal(s2, backends.backend_for(s2), recs_done, store)
+        # each finished job is read once and handed to its own site's tracking
+        done_by_site: dict[str, list[JobRecord]] = {}
+        for n in finished:
+            done = store.get(n)
+            done_by_site.setdefault(done.site, []).append(done)
+        for site_name, recs_done in done_by_site.items():
+            s2 = get_site(site_name) if site_name != "local" else local_site()
+            tracking.on_terminal(s2, backends.backend_for(s2), recs_done, store)
     out = []
     for r in records:
         if r.name in all_updates:

@@ -608,13 +608,6 @@ def _with(rec: JobRecord, changes: dict[str, Any]) -> JobRecord:
     return dataclasses.replace(rec, **changes)
 
 
-def _rec(by_id: dict[str, JobRecord], name: str) -> JobRecord | None:
-    for r in by_id.values():
-        if r.name == name:
-            return r
-    return None
-
-
 def _rejection_hint(message: str) -> str | None:
     low = message.lower()
     if "partition" in low:
