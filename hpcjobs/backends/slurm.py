@@ -411,6 +411,7 @@ class SlurmBackend(Backend):
         rows = {row.job_id: row for row in slurm.parse_squeue(res.out)}
         updates: dict[str, dict[str, Any]] = {}
         missing: list[str] = []
+        ended: dict[str, slurm.SqueueRow] = {}
         for sid, rec in by_id.items():
             row = rows.get(sid)
             if row is None:
@@ -427,16 +428,27 @@ class SlurmBackend(Backend):
             elif row.status.is_terminal:
                 # finished jobs linger in squeue until MinJobAge; sacct has the exit code
                 missing.append(sid)
+                ended[sid] = row
                 continue
             else:
                 upd["reason"] = None
             updates[rec.name] = upd
         if missing:
-            updates.update(self._from_sacct(missing, by_id))
+            updates.update(self._from_sacct(missing, by_id, ended))
         by_name = {r.name: r for r in by_id.values()}
         return {n: {k: v for k, v in u.items() if getattr(by_name.get(n), k, None) != v} for n, u in updates.items()}
 
-    def _from_sacct(self, ids: list[str], by_id: dict[str, JobRecord]) -> dict[str, dict[str, Any]]:
+    def _from_sacct(
+        self, ids: list[str], by_id: dict[str, JobRecord], ended: dict[str, slurm.SqueueRow] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Final states from accounting; *ended* are the jobs squeue already shows as ended.
+
+        Accounting can lag behind the controller (slurmdbd busy with thousands of array
+        tasks) or be down.  squeue's word that a job ended is then final: a stale
+        PENDING/RUNNING row in sacct, or no row, never turns it back into Queued or
+        Running.  The exit code then comes from the job's own marker, if it wrote one.
+        """
+        ended = ended or {}
         earliest = min((by_id[i].submitted or by_id[i].created) for i in ids)
         start = _dt.datetime.fromtimestamp(earliest - 86400).strftime("%Y-%m-%dT%H:%M:%S")
         base_ids = sorted({i.split("_")[0] for i in ids})
@@ -459,6 +471,10 @@ class SlurmBackend(Backend):
                 lost.append(sid)
                 continue
             row = found
+            if sid in ended and not row.status.is_terminal:
+                # sacct has not caught up with the controller yet
+                lost.append(sid)
+                continue
             upd: dict[str, Any] = {
                 "status": row.status.value,
                 "nodes": row.nodelist,
@@ -483,37 +499,89 @@ class SlurmBackend(Backend):
             else:
                 upd["reason"] = None
             updates[rec.name] = upd
+        behind = [i for i in lost if i in ended]
+        if behind:
+            updates.update(self._from_squeue_end(behind, by_id, ended))
+        lost = [i for i in lost if i not in ended]
         if lost:
             updates.update(self._from_markers(lost, by_id))
         return updates
 
-    def _from_markers(self, ids: list[str], by_id: dict[str, JobRecord]) -> dict[str, dict[str, Any]]:
-        """Jobs neither squeue nor sacct knows: read the job's own exit marker, never guess."""
-        old = [i for i in ids if _now() - (by_id[i].submitted or by_id[i].created) > SACCT_GRACE]
-        if not old:
-            return {}
-        dirs = []
-        for i in old:
-            rec = by_id[i]
-            sd = rec.extra.get("state_dir") or f"{rec.job_dir}/.hpcjobs"
-            dirs.append(sd)
+    def _from_squeue_end(
+        self, ids: list[str], by_id: dict[str, JobRecord], ended: dict[str, slurm.SqueueRow]
+    ) -> dict[str, dict[str, Any]]:
+        """Jobs squeue shows as ended while accounting does not (yet): squeue's state, the marker's exit code."""
+        codes = self._read_markers([by_id[i] for i in ids])
+        updates: dict[str, dict[str, Any]] = {}
+        for i in ids:
+            rec, row = by_id[i], ended[i]
+            code = codes.get(rec.name)
+            upd: dict[str, Any] = {
+                "status": row.status.value,
+                "nodes": row.nodelist,
+                "extra": {**rec.extra, "slurm_state": row.state},
+                "ended": rec.ended or _now(),
+            }
+            if row.start and row.elapsed is not None and row.nodelist:
+                # squeue's start and run time of an ended job that ran give its end to the second
+                upd["started"] = row.start.timestamp()
+                upd["ended"] = row.start.timestamp() + row.elapsed
+            if code is not None:
+                upd["exit_code"] = code
+            if row.status == JobStatus.FAILED:
+                if row.status_reason and row.status_reason != "failed":
+                    upd["reason"] = row.status_reason
+                else:
+                    upd["reason"] = f"exit code {code}" if code else "failed"
+            elif row.status == JobStatus.CANCELED:
+                upd["reason"] = "canceled"
+            else:
+                upd["reason"] = None
+            updates[rec.name] = upd
+        return updates
+
+    def _read_markers(self, records: list[JobRecord]) -> dict[str, int]:
+        """Exit codes the jobs wrote into their state directories (one command for all)."""
+        dirs = [r.extra.get("state_dir") or f"{r.job_dir}/.hpcjobs" for r in records]
         res = self.transport.run(
             ["bash", "-c", 'for d in "$@"; do printf "%s|" "$d"; cat "$d/exit_code" 2>/dev/null || echo; done', "hpcjobs", *dirs]
         )
-        codes = {}
+        by_dir: dict[str, int] = {}
         for line in res.out.splitlines():
             d, _, code = line.partition("|")
-            codes[d] = code.strip()
+            if code.strip().lstrip("-").isdigit():
+                by_dir[d] = int(code.strip())
+        return {r.name: by_dir[d] for r, d in zip(records, dirs, strict=True) if d in by_dir}
+
+    def _from_markers(self, ids: list[str], by_id: dict[str, JobRecord]) -> dict[str, dict[str, Any]]:
+        """Jobs neither squeue nor sacct knows: read the job's own exit marker, never guess.
+
+        A job the user cancelled that squeue no longer lists will not run again: without a
+        marker it is Canceled, at once (no grace for accounting to catch up).
+        """
+        old = [
+            i
+            for i in ids
+            if by_id[i].extra.get("cancel_requested") or _now() - (by_id[i].submitted or by_id[i].created) > SACCT_GRACE
+        ]
+        if not old:
+            return {}
+        codes = self._read_markers([by_id[i] for i in old])
         updates: dict[str, dict[str, Any]] = {}
-        for i, d in zip(old, dirs, strict=True):
+        for i in old:
             rec = by_id[i]
-            code = codes.get(d, "")
-            if code.lstrip("-").isdigit():
-                rc = int(code)
+            rc = codes.get(rec.name)
+            if rc is not None:
                 updates[rec.name] = {
                     "status": (JobStatus.COMPLETED if rc == 0 else JobStatus.FAILED).value,
                     "exit_code": rc,
                     "reason": None if rc == 0 else f"exit code {rc} (from the job's marker; Slurm has forgotten the job)",
+                    "ended": rec.ended or _now(),
+                }
+            elif rec.extra.get("cancel_requested"):
+                updates[rec.name] = {
+                    "status": JobStatus.CANCELED.value,
+                    "reason": "canceled (Slurm no longer lists the job)",
                     "ended": rec.ended or _now(),
                 }
             else:
@@ -521,7 +589,13 @@ class SlurmBackend(Backend):
         return updates
 
     def cancel(self, records: list[JobRecord]) -> None:
-        ids = sorted({r.slurm_ids[0] for r in records if r.slurm_ids and not JobStatus(r.status).is_terminal})
+        # every id: a sweep too big for one array has one array per chunk
+        live = {i for r in records if not JobStatus(r.status).is_terminal for i in r.slurm_ids}
+        # An array's own id cancels every task.  Naming its pending tasks as well makes
+        # scancel (one RPC per id, in parallel) split each from the array's record, and a
+        # task split off and cancelled that way is lost: neither squeue nor sacct shows
+        # it again (Slurm 22.05).  So tasks go only when their array does not.
+        ids = sorted(i for i in live if i.partition("_")[0] == i or i.partition("_")[0] not in live)
         if not ids:
             return
         res = self.transport.run(slurm.scancel_argv(ids))

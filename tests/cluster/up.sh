@@ -369,6 +369,15 @@ if ! alive /run/slurmctld.pid slurmctld; then
   slurmctld 8>&- || die "slurmctld failed to start"
   wait_for 60 "slurmctld to answer" scontrol ping
   step "slurmctld started"
+  # A restarted test cluster has nobody waiting on jobs from before (a machine that
+  # stopped mid-run leaves them in the saved state, holding nodes and job slots):
+  # cancel them, accounting keeps their records.
+  leftover=$(squeue -h -a -o '%F' | sort -u | tr '\n' ' ')
+  if [[ -n ${leftover// /} ]]; then
+    # shellcheck disable=SC2086 # a list of job ids
+    scancel $leftover 2>/dev/null || true
+    step "cancelled jobs left from an earlier run: $leftover"
+  fi
 fi
 
 # ---------------------------------------------------------------- slurmd x2

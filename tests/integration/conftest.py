@@ -120,3 +120,30 @@ def alice(alice_venv: Path) -> Iterator[Alice]:
     subprocess.run(["chown", "-R", "alice:alice", str(root)], check=True)
     yield Alice(home=root / "home", workdir=work, venv=alice_venv)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def conf_without_accounting(where: Path) -> Path:
+    """A copy of the cluster's slurm.conf whose slurmdbd port refuses connections.
+
+    Commands that read it talk to the real slurmctld as usual, while the real ``sacct``
+    fails with "Problem talking to the database": accounting down, as on a cluster
+    whose slurmdbd is being restarted (or so far behind that it knows nothing yet).
+    """
+    shown = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    src = Path(next(ln.split("=", 1)[1].strip() for ln in shown.splitlines() if ln.startswith("SLURM_CONF ")))
+    where.mkdir(parents=True, exist_ok=True)
+    where.chmod(0o755)
+    lines = [ln for ln in src.read_text().splitlines() if not ln.startswith("AccountingStoragePort")]
+    conf = where / "slurm.conf"
+    conf.write_text("\n".join([*lines, "AccountingStoragePort=9", ""]))
+    conf.chmod(0o644)
+    probe = subprocess.run(
+        ["sacct", "-n", "-X", "-S", "now-1minutes"],
+        capture_output=True,
+        text=True,
+        env={"SLURM_CONF": str(conf), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert "database" in probe.stderr.lower(), probe.stderr
+    return conf
+

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import conf_without_accounting
+
 pytestmark = pytest.mark.integration
 
 SITE = ("--site", "testcluster")
@@ -153,3 +155,32 @@ def test_compute_list_shows_live_partitions(alice) -> None:
     assert "gpu:2" in by_name["gpu-cluster"]["gres"]
     one = alice.json("compute", "show", "-n", "gpu-cluster", *SITE)
     assert one["gpus_per_node"] == 2
+
+
+def test_ended_jobs_are_final_even_while_accounting_is_down(alice) -> None:
+    # squeue says the job ended; sacct cannot say anything: the job must not stay Running
+    # (or go back to Queued) until accounting returns, and its exit code comes from its marker
+    conf = conf_without_accounting(alice.workdir / "no-accounting")
+    env = {"SLURM_CONF": str(conf)}
+    job = alice.write("fail-noacct.yml", "command: echo about to fail; exit 5\n")
+    t0 = time.monotonic()
+    res = alice.run("job", "create", "-f", str(job), *SITE, "--stream", "-o", "json", env=env)
+    waited = time.monotonic() - t0
+    assert res.returncode == 1, res.stderr
+    view = json.loads(res.stdout)
+    assert view["status"] == "Failed" and view["exit_code"] == 5, view
+    assert "exit code 5" in view["reason"]
+    assert view["start_time"] and view["end_time"]
+    # well before the 120 s after which a job unknown to both squeue and sacct is judged
+    # by its marker alone
+    assert waited < 100, waited
+
+    job = alice.write("sleep-noacct.yml", "command: sleep 300\n")
+    name = alice.json("job", "create", "-f", str(job), *SITE, env=env)["name"]  # type: ignore[index]
+    view = alice.json("job", "cancel", "-n", name, env=env)
+    assert isinstance(view, dict)
+    deadline = time.monotonic() + 60
+    while view["status"] != "Canceled" and time.monotonic() < deadline:
+        time.sleep(1)
+        view = alice.json("job", "show", "-n", name, env=env)  # type: ignore[assignment]
+    assert view["status"] == "Canceled", view

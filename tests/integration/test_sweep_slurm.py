@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import conf_without_accounting
+
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("slurm")]
 
 SITE = "testcluster"
@@ -176,10 +178,7 @@ limits: {max_total_trials: 5, max_concurrent_trials: 4}
 def test_sweep_longer_than_max_array_size_is_split_and_completes(tmp_path: Path, hpcjobs_home: Path) -> None:
     from hpcjobs import api
 
-    src = Path(__file__).resolve().parents[2] / "site-configs" / "testcluster.yml"
-    sites = hpcjobs_home / "config" / "sites"
-    sites.mkdir(parents=True, exist_ok=True)
-    (sites / "tc-small.yml").write_text(src.read_text().replace("name: testcluster", "name: tc-small") + "\nmax_array_size: 4\n")
+    site = _small_array_site(hpcjobs_home, 4)
     body = """trial:
   command: echo "${{search_space.i}}" > "$HPCJOBS_TASK_DIR/wd/outputs/i.txt"; sleep 1
 sampling_algorithm: grid
@@ -188,7 +187,7 @@ search_space:
 objective: {goal: maximize, primary_metric: acc}
 limits: {max_concurrent_trials: 3}
 """
-    view = api.create_job(_write(tmp_path, "split.yml", body), site="tc-small")
+    view = api.create_job(_write(tmp_path, "split.yml", body), site=site)
     assert len(view["scheduler"]["job_ids"]) == 3  # 11 trials in arrays of at most 4
     done = _wait(view["name"])
     assert done["status"] == "Completed", [(t["name"], t["status"], t["reason"]) for t in done["trials"]]
@@ -279,9 +278,31 @@ limits: {max_concurrent_trials: 2, timeout: 20}
     assert "sweep timeout" in done["sweep"]["stopped"]
 
 
-def test_cancel_cancels_every_array_task(tmp_path: Path) -> None:
+def _small_array_site(hpcjobs_home: Path, size: int) -> str:
+    """Site ``tc-small``: the test cluster with a MaxArraySize of *size* (sweeps are cut into chunks)."""
+    src = Path(__file__).resolve().parents[2] / "site-configs" / "testcluster.yml"
+    sites = hpcjobs_home / "config" / "sites"
+    sites.mkdir(parents=True, exist_ok=True)
+    (sites / "tc-small.yml").write_text(src.read_text().replace("name: testcluster", "name: tc-small") + f"\nmax_array_size: {size}\n")
+    return "tc-small"
+
+
+@pytest.mark.parametrize("case", ["one array", "accounting down", "three arrays"])
+def test_cancel_cancels_every_array_task(tmp_path: Path, hpcjobs_home: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """Every task ends Canceled: running, pending in the array's record, in later chunks.
+
+    Cancelling names each array once: naming pending tasks as well makes Slurm split
+    them off, and such a task disappears from squeue and sacct alike (Slurm 22.05).
+    """
     from hpcjobs import api
 
+    site = SITE
+    if case == "accounting down":
+        # squeue alone must end the sweep: sacct that fails (or lags far behind, as slurmdbd
+        # does after thousands of array tasks) never turns a cancelled task back into Queued
+        monkeypatch.setenv("SLURM_CONF", str(conf_without_accounting(tmp_path / "conf")))
+    elif case == "three arrays":
+        site = _small_array_site(hpcjobs_home, 2)
     f = _write(
         tmp_path,
         "long.yml",
@@ -294,14 +315,49 @@ objective: {goal: maximize, primary_metric: acc}
 limits: {max_concurrent_trials: 2}
 """,
     )
-    name = api.create_job(f, site=SITE)["name"]
-    time.sleep(3)
+    created = api.create_job(f, site=site)
+    name = created["name"]
+    assert len(created["scheduler"]["job_ids"]) == (3 if case == "three arrays" else 1)
+    # wait until trials run, so the cancel meets running and pending tasks alike
+    deadline = time.monotonic() + 60
+    while "Running" not in {t["status"] for t in api.show_job(name)["trials"]} and time.monotonic() < deadline:
+        time.sleep(0.5)
     view = api.cancel_job(name)
     done = _wait(name, timeout=60)
     assert done["status"] == "Canceled", view["status"]
-    assert {t["status"] for t in done["trials"]} == {"Canceled"}
+    assert [t["status"] for t in done["trials"]] == ["Canceled"] * 6
     left = subprocess.run(["squeue", "--me", "-h", f"--name={name}"], capture_output=True, text=True, check=True)
     assert left.stdout.strip() == ""
+    if case != "accounting down":
+        # and Slurm's accounting has every task, each cancelled (none lost on the way)
+        assert _accounted_tasks(created["scheduler"]["job_ids"], 6) == ["CANCELLED"] * 6
+
+
+def _accounted_tasks(arrays: list[str], n: int) -> list[str]:
+    """The state of each task of *arrays* in accounting (the never-started tasks' shared row expanded).
+
+    By job id: ``sacct --name`` leaves out the row of tasks that never started.
+    """
+    from hpcjobs import slurm
+
+    states: list[str] = []
+    for _ in range(60):
+        res = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-j", ",".join(arrays), "--format=JobID,State"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        states = []
+        for line in res.stdout.splitlines():
+            jid, state = line.split("|")
+            spec = jid.partition("_")[2]
+            count = len(slurm.parse_array_spec(spec)[0]) if spec.startswith("[") else 1
+            states += [state.split()[0]] * count
+        if len(states) >= n:
+            break
+        time.sleep(1)
+    return sorted(states)
 
 
 @pytest.mark.slow

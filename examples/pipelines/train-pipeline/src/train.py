@@ -33,7 +33,7 @@ def main() -> None:
             loss -= math.log(p if y else 1.0 - p + 1e-12) if p > 0 else 30.0
         n = len(rows)
         w = [w[0] - args.learning_rate * grad[0] / n] + [
-            wi - args.learning_rate * (g / n + args.l2 * wi) for wi, g in zip(w[1:], grad[1:])
+            wi - args.learning_rate * (g / n + args.l2 * wi) for wi, g in zip(w[1:], grad[1:], strict=True)
         ]
         loss /= n
     out = Path(args.model)
