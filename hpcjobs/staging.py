@@ -7,7 +7,8 @@ Layout (as ``az ml job download``)::
     DOWNLOAD_PATH/artifacts/user_logs/...    stdout/stderr (std_log.txt)
     DOWNLOAD_PATH/named-outputs/NAME/...     named outputs (--all or --output-name NAME)
 
-Sweeps download every trial under ``trials/INDEX/``; pipelines every step under
+Sweeps download every trial under ``trials/INDEX/`` (its own log as
+``artifacts/user_logs/std_log.txt``) and ``trials.json``; pipelines every step under
 ``steps/STEP/``.
 """
 
@@ -44,8 +45,12 @@ def tar_members(rec: JobRecord, prefix: str = "", *, all_outputs: bool, output_n
         return [(outputs[output_name], f"{prefix}named-outputs/{output_name}")]
     pairs.append((f"{base}/wd/outputs", f"{prefix}artifacts/outputs"))
     pairs.append((f"{base}/wd/logs", f"{prefix}artifacts/logs"))
-    log_dir = f"{rec.job_dir}/user_logs"
-    pairs.append((log_dir, f"{prefix}artifacts/user_logs"))
+    if "trial_index" in rec.extra:
+        # a trial's log is one file in its sweep's user_logs/, beside every other trial's
+        trial_log = f"{rec.job_dir}/user_logs/std_log_{int(rec.extra['trial_index'])}.txt"
+        pairs.append((trial_log, f"{prefix}artifacts/user_logs/std_log.txt"))
+    else:
+        pairs.append((f"{rec.job_dir}/user_logs", f"{prefix}artifacts/user_logs"))
     if all_outputs:
         for oname, opath in outputs.items():
             pairs.append((opath, f"{prefix}named-outputs/{oname}"))

@@ -306,6 +306,10 @@ def _make_hardlink(
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=pfd)
         raise
+    # rename(2) of one hard link onto another of the same file does nothing and succeeds:
+    # a member linked to itself (tar given one path twice) would leave the temporary name
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=pfd)
     regular_done.add(tuple(parts))
     report.written += 1
 

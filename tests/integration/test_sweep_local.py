@@ -85,6 +85,16 @@ def test_hello_sweep_runs_every_trial_and_names_the_best(hpcjobs_home: Path, run
     assert sorted(j["name"] for j in json.loads(res.stdout)) == [f"hello_sweep_{i}" for i in range(6)]
     again = _show(run_cli, "hello_sweep")
     assert again["properties"]["best_child_run_id"] == "hello_sweep_3"
+    # the download has each trial's own log (and only its own), its outputs, and trials.json
+    got = job_dir.parent / "got"
+    run_cli("job", "download", "-n", "hello_sweep", "--all", "--download-path", str(got), "-o", "json")
+    for t in trials:
+        log = (got / "trials" / str(t["index"]) / "artifacts" / "user_logs" / "std_log.txt").read_text()
+        p = t["parameters"]
+        assert f"lr={p['lr']} layers={p['layers']} accuracy=" in log, log
+        assert log.count("accuracy=") == 1, log
+    assert sorted(p.name for p in (got / "trials" / "0" / "artifacts" / "user_logs").iterdir()) == ["std_log.txt"]
+    assert json.loads((got / "trials.json").read_text())
 
 
 def _curve_sweep(tmp_path: Path, extra: str) -> Path:

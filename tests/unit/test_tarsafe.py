@@ -238,6 +238,20 @@ def test_dot_member_and_hardlink_inside(tmp_path: Path) -> None:
     assert (tmp_path / "d/x/copy").stat().st_ino == (tmp_path / "d/x/data").stat().st_ino
 
 
+def test_a_path_archived_twice_leaves_no_temporary_file(tmp_path: Path) -> None:
+    # GNU tar given one path twice stores the second as a hard link to the first, i.e. to itself
+    src = tmp_path / "src"
+    (src / "logs").mkdir(parents=True)
+    (src / "logs" / "std_log.txt").write_text("once\n")
+    import subprocess
+
+    data = subprocess.run(["tar", "-cf", "-", "-C", str(src), "logs", "logs"], capture_output=True, check=True).stdout
+    r = safe_extract(io.BytesIO(data), tmp_path / "d")
+    assert r.ok, r.warnings
+    assert sorted(p.name for p in (tmp_path / "d" / "logs").iterdir()) == ["std_log.txt"]
+    assert (tmp_path / "d" / "logs" / "std_log.txt").read_text() == "once\n"
+
+
 def test_truncated_archive_raises_and_leaves_no_partial(tmp_path: Path) -> None:
     data = _archive(lambda tf: _add_file(tf, "big", os.urandom(200_000))).getvalue()
     with pytest.raises(tarfile.TarError):
