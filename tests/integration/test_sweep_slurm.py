@@ -132,6 +132,41 @@ def test_grid_sweep_runs_every_combination_once_and_reports_the_best(tmp_path: P
     assert again["properties"]["best_child_run_id"] == f"{name}_5"
 
 
+def test_bayesian_sweep_on_the_cluster_asks_knowing_earlier_results(tmp_path: Path) -> None:
+    """Each array task asks Optuna (TPE) for its parameters when its slot frees up, on the cluster."""
+    pytest.importorskip("optuna")  # in the Python the trials run (this interpreter's, on PATH)
+    from hpcjobs import api
+
+    body = """trial:
+  command: >-
+    python3 -c "import mlflow, sys; mlflow.log_metric('loss', (float(sys.argv[1]) - 0.3) ** 2)" ${{search_space.x}}
+sampling_algorithm: {type: bayesian, seed: 7}
+search_space:
+  x: {type: uniform, min_value: 0, max_value: 1}
+  k: {type: choice, values: [a, "b c"]}
+objective: {goal: minimize, primary_metric: loss}
+limits: {max_total_trials: 6, max_concurrent_trials: 2}
+"""
+    view = api.create_job(_write(tmp_path, "bayes.yml", body), site=SITE)
+    assert len(view["scheduler"]["job_ids"]) == 1  # one array, as for grid and random
+    done = _wait(view["name"])
+    assert done["status"] == "Completed", [(t["name"], t["status"], t["reason"]) for t in done["trials"]]
+    for t in done["trials"]:
+        assert 0 <= t["parameters"]["x"] <= 1 and t["parameters"]["k"] in ("a", "b c")
+        assert t["primary_metric"] == pytest.approx((t["parameters"]["x"] - 0.3) ** 2)
+    assert done["best_trial"]["primary_metric"]["loss"] == min(t["primary_metric"] for t in done["trials"])
+    job_dir = Path(done["paths"]["job_dir"])
+    # the sampler heard every result that ended before the last ask: with 2 slots, the last
+    # trial starts after at least 4 others ended
+    state = json.loads((job_dir / ".hpcjobs" / "bayes_state.json").read_text())
+    assert len(state["trials"]) == 6
+    assert sum(1 for t in state["trials"] if t["state"] == "complete") >= 4, state
+    # and each trial ran with the parameters it was given
+    for t in done["trials"]:
+        given = json.loads((job_dir / "trials" / str(t["index"]) / "params.json").read_text())
+        assert given == t["parameters"]
+
+
 def test_status_costs_one_squeue_and_one_sacct_for_all_trials(tmp_path: Path) -> None:
     from hpcjobs import api, backends
     from hpcjobs.site import get_site
