@@ -152,6 +152,13 @@ def _prepare_assets(loaded: Loaded, site: Site, target: Any, *, offline: bool = 
     return prepare(loaded, site, target, offline=offline)
 
 
+def _has_sweeps(loaded: Loaded) -> bool:
+    """A sweep job, or a pipeline with a sweep step: planning needs the cluster's array limits."""
+    if isinstance(loaded.job, m.PipelineJob):
+        return any(isinstance(n, m.SweepNode) for n in loaded.job.jobs.values())
+    return isinstance(loaded.job, m.SweepJob)
+
+
 def _new_name(store: Store, name: str | None, loaded: Loaded) -> str:
     if name is not None:
         import re
@@ -196,7 +203,7 @@ def plan(file: str | Path, sets: Sequence[str] = (), *, name: str | None = None,
 
         # code digests of every step, and which steps a completed run would let us reuse
         prepare_target(loaded, s, target, _store())
-    if isinstance(loaded.job, m.SweepJob):
+    if _has_sweeps(loaded):
         from hpcjobs.sweep.limits import with_cluster_limits
 
         # MaxArraySize etc. from the cache only: a dry run asks the cluster nothing
@@ -225,7 +232,7 @@ def create_job(
     job_name = _new_name(store, name, loaded)
     backend = backends.backend_for(s)
     target = backend.target()
-    if isinstance(loaded.job, m.SweepJob):
+    if _has_sweeps(loaded):
         from hpcjobs.sweep.limits import with_cluster_limits
 
         # chunking and the submit-limit check need MaxArraySize/MaxSubmitJobs (cached per site)
@@ -297,7 +304,8 @@ def create_job(
             display_name=c.get("display_name") or c["name"],
             experiment_name=rec.experiment_name,
             job_dir=c.get("job_dir"),
-            parent=job_name,
+            # a pipeline's sweep step is the parent of its trials
+            parent=c.get("parent", job_name),
             created=now,
             started=c.get("started"),
             ended=c.get("ended"),
@@ -346,6 +354,9 @@ def create_job(
         sid = list(key_ids)
         if "array_task" in c and key_ids and not key_ids[0].startswith("local:"):
             sid = [f"{key_ids[0]}_{c['array_task']}"]
+        for more in c.get("script_keys", [])[1:]:
+            # a pipeline's sweep step: its finalize job (its state), then its arrays (cancel reaches them)
+            sid.extend(i for i in ids.get(more, []) if i not in sid)
         child_updates[c["name"]] = {"status": JobStatus.QUEUED.value, "slurm_ids": sid, "submitted": time.time()}
     store.update_many(child_updates)
     if p.kind == "pipeline":
@@ -375,28 +386,41 @@ def refresh(records: Sequence[JobRecord], store: Store | None = None) -> list[Jo
         except NotFoundError:
             continue
         backend = backends.backend_for(s)
-        # parents (sweeps, pipelines) take their state from their children
+        from hpcjobs.sweep_step import is_sweep_step, record_best, step_status
+
+        # parents (sweeps, pipelines) take their state from their children; a pipeline's
+        # sweep step is a parent too (of its trials), found below its pipeline
         kids: list[JobRecord] = []
         parents = [r for r in recs if r.type in ("sweep", "pipeline")]
         plain = [r for r in recs if r.type not in ("sweep", "pipeline")]
-        for p in parents:
-            kids.extend(
-                c for c in store.children(p.name) if not JobStatus(c.status).is_terminal and c.name not in {x.name for x in plain}
-            )
-        updates = backend.refresh(plain + kids)
-        all_updates.update(updates)
-        for p in parents:
+        seen = {r.name for r in recs}
+        for p in parents:  # grows while it runs
+            for c in store.children(p.name):
+                if c.name in seen or JobStatus(c.status).is_terminal:
+                    continue
+                seen.add(c.name)
+                (parents if c.type in ("sweep", "pipeline") else kids).append(c)
+        # a sweep step's own job (the finalize job) is asked about like any job
+        own = [p for p in parents if is_sweep_step(p)]
+        updates = backend.refresh(plain + kids + own)
+        all_updates.update({n: u for n, u in updates.items() if n not in {p.name for p in own}})
+        # sweep steps first: their pipeline's state comes from theirs
+        for p in sorted(parents, key=lambda r: r.type == "pipeline"):
             children = store.children(p.name)
             for c in children:
-                if c.name in updates:
-                    for k, v in updates[c.name].items():
+                if c.name in all_updates:
+                    for k, v in all_updates[c.name].items():
                         setattr(c, k, v)
             if p.type == "pipeline" and not s.is_local:
                 from hpcjobs.plan_pipeline import stop_after_failure
 
                 # continue_on_step_failure: false, for a step that died without its exit hook
                 stop_after_failure(p, children, backend)
-            agg = aggregate_status(p, children)
+            if is_sweep_step(p):
+                agg = step_status(p, updates.get(p.name, {}), children)
+                record_best(p, agg, backend.transport.read_file)
+            else:
+                agg = aggregate_status(p, children)
             if agg:
                 all_updates[p.name] = agg
     store.update_many({k: dict(v) for k, v in all_updates.items()})
@@ -463,8 +487,13 @@ def _iso(ts: float | None) -> str | None:
     return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def job_view(rec: JobRecord, *, children: list[JobRecord] | None = None) -> dict[str, Any]:
-    """The JSON shape ``job show`` prints (Azure-like keys, plus a ``slurm`` section)."""
+def job_view(
+    rec: JobRecord, *, children: list[JobRecord] | None = None, trials: dict[str, list[JobRecord]] | None = None
+) -> dict[str, Any]:
+    """The JSON shape ``job show`` prints (Azure-like keys, plus a ``slurm`` section).
+
+    *trials*: a pipeline's sweep steps' trials by step job name (counted in ``steps``).
+    """
     elapsed = None
     if rec.started:
         elapsed = round((rec.ended or time.time()) - rec.started, 1)
@@ -501,7 +530,7 @@ def job_view(rec: JobRecord, *, children: list[JobRecord] | None = None) -> dict
     if children is not None and rec.type == "pipeline":
         from hpcjobs.dag import steps_view
 
-        view["steps"] = steps_view(rec, children)
+        view["steps"] = steps_view(rec, children, trials=trials)
     return view
 
 
@@ -514,7 +543,9 @@ def show_job(name: str, *, refresh_state: bool = True) -> dict[str, Any]:
         refresh([rec, *(children or [])], store)
         rec = store.get(name)
         children = store.children(name) if children is not None else None
-    return job_view(rec, children=children)
+    # a pipeline's sweep steps: their trials, counted in the steps' rows
+    trials = {c.name: store.children(c.name) for c in children or [] if rec.type == "pipeline" and c.type == "sweep"}
+    return job_view(rec, children=children, trials=trials)
 
 
 def list_jobs(
@@ -620,6 +651,9 @@ def cancel_job(name: str) -> dict[str, Any]:
     if JobStatus(rec.status).is_terminal:
         return job_view(rec)
     targets = [rec, *children]
+    for c in targets[1:]:  # grows while it runs: a pipeline's sweep steps have trials
+        if c.type in ("sweep", "pipeline"):
+            targets.extend(store.children(c.name))
     store.update_many({r.name: {"extra": {**r.extra, "cancel_requested": True}} for r in targets})
     for r in targets:
         r.extra["cancel_requested"] = True

@@ -47,8 +47,16 @@ def _order(names: list[str], deps: dict[str, list[str]]) -> list[str]:
     return placed
 
 
-def steps_view(parent: JobRecord, children: list[JobRecord]) -> list[dict[str, Any]]:
-    """The ``steps`` list of a pipeline's ``job show``: one entry per step, in dependency order."""
+def steps_view(
+    parent: JobRecord, children: list[JobRecord], *, trials: dict[str, list[JobRecord]] | None = None
+) -> list[dict[str, Any]]:
+    """The ``steps`` list of a pipeline's ``job show``: one entry per step, in dependency order.
+
+    A sweep step (``type: sweep``) also has ``trials`` (how many, in which states; from
+    *trials*, its trials by step job name, when given) and ``best_trial`` once known.
+    """
+    from hpcjobs.sweep_step import trials_summary
+
     meta: dict[str, dict[str, Any]] = parent.extra.get("steps") or {}
     by_step = {str(c.extra.get("step", c.name)): c for c in children}
     declared = [s for s in meta if s in by_step] + [s for s in by_step if s not in meta]
@@ -70,8 +78,13 @@ def steps_view(parent: JobRecord, children: list[JobRecord]) -> list[dict[str, A
                 "reason": c.reason,
                 "compute": c.compute,
                 "role": (meta.get(step) or {}).get("role"),
+                "type": "sweep" if c.type == "sweep" else "command",
             }
         )
+        if c.type == "sweep":
+            if trials is not None and c.name in trials:
+                out[-1]["trials"] = trials_summary(trials[c.name])
+            out[-1]["best_trial"] = c.properties.get("best_child_run_id")
     return out
 
 
@@ -130,6 +143,12 @@ def _describe(step: dict[str, Any], drawn_under: str | None) -> str:
         parts.append(f"slurm {step['slurm_id']}")
     if step.get("reused_from"):
         parts.append(f"reused from {step['reused_from']}")
+    if step.get("type") == "sweep":
+        got = step.get("trials") or {}
+        counts = ", ".join(f"{n} {k}" for k, n in (got.get("counts") or {}).items())
+        parts.append(f"sweep: {got.get('total', '?')} trials" + (f" ({counts})" if counts else ""))
+        if step.get("best_trial"):
+            parts.append(f"best {step['best_trial']}")
     others = [d for d in step.get("depends_on") or [] if d != drawn_under]
     if others:
         kind = "after (any outcome)" if step.get("role") == "finalize" else "also after"

@@ -48,13 +48,15 @@ def run(runfile: Path) -> int:
     signal.signal(signal.SIGTERM, on_term)
 
     def deps_state(s: dict[str, Any]) -> str:
-        for dep in s.get("depends_on", []):
+        kind = s.get("dependency_type", "afterok")
+        wanted = [(dep, kind) for dep in s.get("depends_on", [])] + [(dep, "afterany") for dep in s.get("after_any", [])]
+        for dep, dep_kind in wanted:
             if dep in dead:
                 return "never"
             dep_tasks = int(by_key[dep].get("tasks", 1))
             if len(results[dep]) < dep_tasks:
                 return "wait"
-            if s.get("dependency_type", "afterok") == "afterok" and any(rc != 0 for rc in results[dep].values()):
+            if dep_kind == "afterok" and any(rc != 0 for rc in results[dep].values()):
                 return "never"
         return "ready"
 

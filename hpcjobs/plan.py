@@ -20,7 +20,6 @@ from hpcjobs.shellquote import check_directive_value, shq
 from hpcjobs.site import Compute, Site
 from hpcjobs.spec import models as m
 from hpcjobs.spec.load import Loaded, is_uri
-from hpcjobs.sweep.sampling import format_value
 
 JOB_DIR_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.,+@/=-~"
 
@@ -57,6 +56,8 @@ class Script:
     #: keys of scripts this one waits for, and how ("afterok" / "afterany")
     depends_on: list[str] = field(default_factory=list)
     dependency_type: str = "afterok"
+    #: keys of scripts this one also waits for whatever their outcome (``afterany``, on top of *depends_on*)
+    after_any: list[str] = field(default_factory=list)
     array: str | None = None
     #: number of array tasks (1 for a plain job)
     tasks: int = 1
@@ -104,6 +105,7 @@ class Plan:
                     "path": s.script_path,
                     "sbatch_options": s.sbatch_options,
                     "depends_on": s.depends_on,
+                    **({"after_any": s.after_any} if s.after_any else {}),
                     "array": s.array,
                     "text": s.text,
                 }
@@ -250,6 +252,9 @@ class CommandContext:
     distribution: Any
     timeout: int | None
     code: str | None
+    #: a sweep's trial component: inputs whose value is the trial's hyperparameter of the same
+    #: name (``${{inputs.lr}}`` reads ``$AZUREML_SWEEP_lr``, which trials.sh exports)
+    sampled: tuple[str, ...] = ()
 
 
 def resolve_input_path(site: Site, target: Target, name: str, inp: m.DataInput, *, field_path: str) -> str:
@@ -301,19 +306,21 @@ def command_env(
     for k, v in ctx.env_vars.items():
         if v is None:
             continue
-        env.append((k, format_value(v)))
+        env.append((k, expr.format_value(v)))
     mkdirs: list[str] = []
     downloads: list[tuple[str, str]] = []
     in_paths: dict[str, str] = {}
     out_paths: dict[str, str] = {}
-    set_inputs: set[str] = set()
+    set_inputs: set[str] = set(ctx.sampled)
     warnings: list[str] = []
     for name, inp in ctx.inputs.items():
+        if name in ctx.sampled:
+            continue
         var = f"AZURE_ML_INPUT_{name}"
         if isinstance(inp, m.LiteralInput):
             if inp.value is None:
                 continue
-            text = format_value(inp.value)
+            text = expr.format_value(inp.value)
             env.append((var, text))
             env.append((f"AZUREML_PARAMETER_{name}", text))
             in_paths[name] = text
@@ -378,6 +385,8 @@ def command_env(
             )
 
     def var_for(ref: Any) -> str:
+        if ref.namespace == "inputs" and ref.name in ctx.sampled:
+            return f"AZUREML_SWEEP_{ref.name}"
         if ref.namespace == "inputs":
             return f"AZURE_ML_INPUT_{ref.name}"
         if ref.namespace == "outputs":

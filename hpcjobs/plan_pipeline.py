@@ -15,6 +15,12 @@ Two pure phases:
    ``target.reusable`` is not rendered at all: its child record points at that run, and
    steps downstream read that run's outputs.
 
+A sweep step (``type: sweep``, its trial a command component) is bound like a component
+step, its hyperparameters feeding the component's inputs of the same name; it becomes the
+sweep planner's arrays (:func:`hpcjobs.plan_sweep.add_sweep`) in the step's folder plus the
+step's own script, a finalize job (``afterany`` on the arrays) that places the best
+trial's outputs at the step's output paths (see ``docs/pipelines.md``, "Sweep steps").
+
 Dependencies: every edge of the DAG is a data edge (``${{parent.jobs.S.outputs.O}}``), so
 every edge is ``afterok`` -- a step whose input was never produced cannot run -- and the
 Slurm backend adds ``--kill-on-invalid-dep=yes``, so a failed step cancels everything
@@ -42,6 +48,9 @@ from hpcjobs.errors import HpcjobsError, ValidationError, known_list_hint
 from hpcjobs.plan import CommandContext, Plan, Script, Target, _command_script, _meta, command_env, job_root
 from hpcjobs.site import Compute, Site
 from hpcjobs.spec import models as m
+from hpcjobs.spec.bind import as_data as _as_data
+from hpcjobs.spec.bind import coerce_param as _coerce_param
+from hpcjobs.spec.bind import port_default
 from hpcjobs.spec.check import parse_binding, topo_order
 from hpcjobs.spec.load import Loaded, _prep_inputs, _resolve_local, is_uri, validate_model
 from hpcjobs.spec.yamlload import PathKey, SourceMap, dotted
@@ -49,6 +58,7 @@ from hpcjobs.sweep.sampling import format_value
 
 if TYPE_CHECKING:
     from hpcjobs.backends.base import Backend
+    from hpcjobs.plan_sweep import PlannedSweep
     from hpcjobs.store import JobRecord, Store
 
 #: the template of a step whose failure must stop the whole pipeline
@@ -100,6 +110,9 @@ class StepSpec:
     tags: dict[str, Any] = field(default_factory=dict)
     role: str | None = None
     key: str | None = None
+    #: a sweep step: the node (search space, objective, limits...) and the trial inputs its hyperparameters feed
+    sweep: m.SweepNode | None = None
+    sampled: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -176,68 +189,6 @@ def _default_datastore(loaded: Loaded, site: Site, warnings: list[str]) -> str |
         f"datastore '{name}' is not defined for site '{site.name}'",
         known_list_hint(name, site.datastores, "datastores"),
     )
-
-
-def _coerce_param(value: Any, port: m.ParameterPort, smap: SourceMap, path: PathKey) -> Any:
-    """A literal for a typed component parameter, converted where the intent is clear (``--set`` gives strings)."""
-    if value is None:
-        return None
-    out = value
-    try:
-        if port.type == "integer":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            out = int(value)
-        elif port.type == "number":
-            if isinstance(value, bool):
-                raise ValueError
-            out = value if isinstance(value, int | float) else float(value)
-        elif port.type == "boolean":
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false"):
-                    raise ValueError
-                out = value.lower() == "true"
-            elif not isinstance(value, bool):
-                raise ValueError
-        else:
-            out = format_value(value) if not isinstance(value, str) else value
-    except (TypeError, ValueError):
-        raise _err(smap, path, f"expected a{'n' if port.type[0] in 'aeiou' else ''} {port.type}, got {value!r}") from None
-    if port.enum is not None and out not in port.enum and str(out) not in [str(e) for e in port.enum]:
-        raise _err(smap, path, f"{out!r} is not one of the allowed values", "allowed: " + ", ".join(map(str, port.enum)))
-    if isinstance(out, int | float) and not isinstance(out, bool):
-        if port.min is not None and out < port.min:
-            raise _err(smap, path, f"{out} is below the minimum {port.min}")
-        if port.max is not None and out > port.max:
-            raise _err(smap, path, f"{out} is above the maximum {port.max}")
-    return out
-
-
-def _as_data(
-    value: m.LiteralInput | m.DataInput,
-    port: m.DataPort | None,
-    override: dict[str, Any],
-    base: Path,
-    smap: SourceMap,
-    path: PathKey,
-) -> m.DataInput:
-    """A data input for a data port: a string literal is a path (as Azure reads it)."""
-    if isinstance(value, m.DataInput):
-        data = value.model_dump(exclude_none=True)
-    else:
-        if value.value is None:
-            raise _err(smap, path, "a data input needs a path")
-        if not isinstance(value.value, str):
-            raise _err(smap, path, f"expected a path for a data input, got {value.value!r}")
-        text = value.value
-        data = {"path": text if is_uri(text) or "${{" in text else _resolve_local(text, base)}
-        if port is not None:
-            data["type"] = "uri_folder" if port.type == "path" else port.type
-    if port is not None and port.mode and "mode" not in override and isinstance(value, m.LiteralInput):
-        data["mode"] = port.mode
-    data.update({k: v for k, v in override.items() if k in ("mode", "type")})
-    out: m.DataInput = validate_model(m.DataInput, data, smap, path)
-    return out
 
 
 def _override_of(raw: Any) -> dict[str, Any]:
@@ -415,35 +366,6 @@ def _resources(
     return m.Resources.model_validate(data)
 
 
-def _sweep_unsupported(ctx: _Ctx, step: str, node: m.SweepNode) -> ValidationError:
-    """Check a sweep step as far as we can, then say clearly that it cannot run inside a pipeline yet."""
-    from hpcjobs.spec.load import load_component
-    from hpcjobs.sweep.sampling import parse_search_space
-
-    smap = ctx.loaded.source
-    p: PathKey = ("jobs", step)
-    try:
-        parse_search_space(node.search_space, field=f"jobs.{step}.search_space")
-    except ValidationError as exc:
-        raise _err(smap, (*p, "search_space"), exc.message, exc.hint) from None
-    if isinstance(node.trial, str):
-        comp, _, _ = load_component(Path(_resolve_local(node.trial.removeprefix("file:"), ctx.loaded.base_dir)))
-        for hp in node.search_space:
-            if hp not in comp.inputs:
-                raise _err(
-                    smap,
-                    (*p, "search_space", hp),
-                    f"search space parameter '{hp}' is not an input of component '{comp.name}'",
-                    known_list_hint(hp, comp.inputs, "its inputs"),
-                )
-    return _err(
-        smap,
-        (*p, "type"),
-        f"step '{step}' is a sweep: sweep steps inside pipelines are not supported yet",
-        "run the sweep as its own job (type: sweep) and pass its best model to the pipeline as an input path",
-    )
-
-
 def _roles(loaded: Loaded, deps: dict[str, set[str]]) -> tuple[str | None, str | None]:
     """The ``settings.on_init`` and ``settings.on_finalize`` steps, checked."""
     job = loaded.job
@@ -503,31 +425,31 @@ def resolve_steps(loaded: Loaded, site: Site, target: Target, warnings: list[str
     for step in order:
         node = job.jobs[step]
         p: PathKey = ("jobs", step)
-        if isinstance(node, m.SweepNode):
-            raise _sweep_unsupported(ctx, step, node)
         comp: m.CommandComponent | None = None
         cmap = smap
         base = loaded.base_dir
-        if isinstance(node, m.ComponentNode):
+        sampled: tuple[str, ...] = ()
+        if isinstance(node, m.ComponentNode | m.SweepNode):
+            # a sweep step's trial is a component too (loaded and checked by check_pipeline)
             comp, cmap, cpath = loaded.components[step]
             base = Path(cpath).resolve().parent
+        if isinstance(node, m.SweepNode):
+            from hpcjobs.spec.bind import hyperparameters
+            from hpcjobs.sweep.sampling import parse_search_space
+
+            params = hyperparameters(parse_search_space(node.search_space, field=f"jobs.{step}.search_space"))
+            sampled = tuple(n for n in comp.inputs if n in params) if comp is not None else ()
         compute_name, compute = _resolve_compute(loaded, site, node.compute, p)
         inputs: dict[str, BoundInput] = {}
         if comp is not None:
             for iname, port in comp.inputs.items():
+                if iname in sampled:
+                    continue
+                bound: BoundInput | None
                 if iname in node.inputs:
                     bound = _bind(ctx, step, iname, node.inputs[iname], port, loaded.base_dir)
-                elif port.default is not None:
-                    if isinstance(port, m.DataPort):
-                        dpath = port.default if is_uri(port.default) else _resolve_local(port.default, base)
-                        dtype = "uri_folder" if port.type == "path" else port.type
-                        bound = validate_model(
-                            m.DataInput, {"type": dtype, "path": dpath, **({"mode": port.mode} if port.mode else {})}, smap, p
-                        )
-                    else:
-                        bound = m.LiteralInput(value=port.default, type=port.type)
                 else:
-                    bound = None
+                    bound = port_default(port, base, cmap, ("inputs", iname))
                 if bound is None and not port.optional:
                     raise _err(smap, (*p, "inputs"), f"required input '{iname}' of component '{comp.name}' has no value")
                 if bound is not None:
@@ -573,7 +495,36 @@ def resolve_steps(loaded: Loaded, site: Site, target: Target, warnings: list[str
         if role == "finalize":
             step_deps = {n for n in order if n != step}
             dep_type = "afterany"
-        if comp is not None:
+        if isinstance(node, m.SweepNode):
+            assert comp is not None
+            spec = StepSpec(
+                name=step,
+                kind="sweep",
+                command=comp.command,
+                code=comp.code,
+                environment=comp.environment,
+                env_vars={},
+                resources=_resources(comp.resources, node.resources, warns, f"{smap.locate(p)}: jobs.{step}"),
+                distribution=comp.distribution,
+                timeout=None,
+                compute_name=compute_name,
+                compute=compute,
+                inputs=inputs,
+                outputs=outputs,
+                routed=routed,
+                deps=[n for n in order if n in step_deps],
+                dependency_type=dep_type,
+                # sampled anew (bayesian: adaptively) on every run: never reused, nor what reads from it
+                deterministic=False,
+                component_name=comp.name,
+                component_version=None if comp.version is None else str(comp.version),
+                display_name=node.display_name or comp.display_name,
+                tags={**comp.tags, **node.tags},
+                role=role,
+                sweep=node,
+                sampled=sampled,
+            )
+        elif comp is not None:
             assert isinstance(node, m.ComponentNode)
             res = _resources(comp.resources, node.resources, warns, f"{smap.locate(p)}: jobs.{step}")
             spec = StepSpec(
@@ -750,64 +701,95 @@ def plan_pipeline(loaded: Loaded, site: Site, target: Target, *, name: str, toke
         )
         resolved_outs = {o: outs_spec[o].model_copy(update={"path": out_paths[o]}) for o in outs_spec}
         inputs = _materialize(spec, outputs_of)
-        ctx = CommandContext(
-            command=spec.command,
-            inputs=inputs,
-            outputs=resolved_outs,
-            env_vars=spec.env_vars,
-            environment=spec.environment,
-            resources=spec.resources,
-            distribution=spec.distribution,
-            timeout=spec.timeout,
-            code=spec.code,
-        )
         step_target = replace(target, code_digest=target.digests.get(spec.code)) if spec.code else target
         plan.code_src = plan.code_dir = None
-        script: Script = _command_script(
-            plan,
-            site,
-            step_target,
-            spec.compute_name,
-            spec.compute,
-            ctx,
-            key=spec.name,
-            job_name=child,
-            task_dir=step_dir,
-            root=root,
-            field_prefix=fp,
-            template=template,
-        )
+        deps_now = [d for d in spec.deps if d not in reused]
+        swept: PlannedSweep | None = None
+        if spec.sweep is not None:
+            swept, script = _sweep_step(
+                plan,
+                spec,
+                site,
+                step_target,
+                root,
+                child=child,
+                step_dir=step_dir,
+                inputs=inputs,
+                out_paths=out_paths,
+                depends_on=deps_now,
+                template=template,
+                steps=list(job.jobs),
+            )
+        else:
+            ctx = CommandContext(
+                command=spec.command,
+                inputs=inputs,
+                outputs=resolved_outs,
+                env_vars=spec.env_vars,
+                environment=spec.environment,
+                resources=spec.resources,
+                distribution=spec.distribution,
+                timeout=spec.timeout,
+                code=spec.code,
+            )
+            script = _command_script(
+                plan,
+                site,
+                step_target,
+                spec.compute_name,
+                spec.compute,
+                ctx,
+                key=spec.name,
+                job_name=child,
+                task_dir=step_dir,
+                root=root,
+                field_prefix=fp,
+                template=template,
+            )
         if plan.code_dir and plan.code_src:
             plan.snapshots[plan.code_dir] = plan.code_src
         code_dir = plan.code_dir
         script.script_path = f"{step_dir}/job.sh"
-        script.depends_on = [d for d in spec.deps if d not in reused]
+        script.depends_on = deps_now
         script.dependency_type = spec.dependency_type
         plan.scripts.append(script)
         outputs_of[spec.name] = dict(out_paths)
         for oname, z in spec.routed.items():
             pipeline_outputs[z] = out_paths[oname]
         in_view = _input_view(inputs)
+        # a sweep step's hyperparameters have a value per trial
+        in_view.update({n: f"${{{{search_space.{n}}}}}" for n in spec.sampled})
+        extra: dict[str, Any] = {
+            "step": spec.name,
+            "outputs": dict(out_paths),
+            "inputs": in_view,
+            "code": code_dir,
+            "scripts": {"main": script.script_path},
+            **({"reuse_key": spec.key} if spec.key else {}),
+        }
+        if swept is not None:
+            meta["type"] = "sweep"
+            extra["sweep"] = swept.meta
+            # the step's own job picks the best trial: its state is the step's once the trials ended
+            extra["finalize"] = {"key": spec.name, "job_name": script.job_name}
+            extra["scripts"].update({k: s.script_path for s in plan.scripts for k in swept.keys if s.key == k})
         plan.children.append(
             {
                 "name": child,
                 "key": spec.name,
                 "script_key": spec.name,
-                "type": "command",
+                # a sweep step: its finalize job first (its state), then its arrays (cancel reaches them)
+                **({"script_keys": [spec.name, *swept.keys]} if swept is not None else {}),
+                "type": "sweep" if swept is not None else "command",
                 "job_dir": step_dir,
                 "compute": spec.compute_name,
                 "display_name": spec.display_name or spec.name,
                 "tags": spec.tags,
-                "extra": {
-                    "step": spec.name,
-                    "outputs": dict(out_paths),
-                    "inputs": in_view,
-                    "code": code_dir,
-                    "scripts": {"main": script.script_path},
-                    **({"reuse_key": spec.key} if spec.key else {}),
-                },
+                "extra": extra,
             }
         )
+        if swept is not None:
+            plan.children.extend(swept.children)
         steps_meta[spec.name] = meta
         manifest.append(
             {
@@ -820,6 +802,11 @@ def plan_pipeline(loaded: Loaded, site: Site, target: Target, *, name: str, toke
                 "inputs": in_view,
                 "outputs": out_paths,
                 "reuse_key": spec.key,
+                **(
+                    {"type": "sweep", "trials": swept.meta["trials"], "arrays": swept.keys, "after_any": script.after_any}
+                    if swept is not None
+                    else {}
+                ),
             }
         )
     # the pipeline's own view: its inputs and the step outputs routed to its outputs
@@ -844,6 +831,87 @@ def plan_pipeline(loaded: Loaded, site: Site, target: Target, *, name: str, toke
     return plan
 
 
+def finalize_job_name(step_job: str) -> str:
+    """The Slurm job name of a sweep step's finalize job (not its arrays' name, see :func:`finalize_script`)."""
+    name = f"{step_job}-finalize"
+    if len(name) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: NAME_MAX - 11]}_{digest}"
+
+
+def _sweep_step(
+    plan: Plan,
+    spec: StepSpec,
+    site: Site,
+    target: Target,
+    root: str,
+    *,
+    child: str,
+    step_dir: str,
+    inputs: dict[str, m.LiteralInput | m.DataInput],
+    out_paths: dict[str, str],
+    depends_on: list[str],
+    template: str,
+    steps: list[str],
+) -> tuple[PlannedSweep, Script]:
+    """A sweep step: the sweep's arrays (the sweep planner's, in the step's folder) and its finalize job.
+
+    The arrays wait for the steps the sweep reads from (``afterok``); the finalize job,
+    which is the step's own script, waits for them too, and for the arrays whatever
+    became of their trials (``afterany``): a sweep whose early termination cancelled some
+    trials still has a best trial.  It puts that trial's outputs at the step's output
+    paths (*out_paths*), which is where the steps downstream read them.
+    """
+    from hpcjobs.plan_sweep import SweepSpec, add_sweep, finalize_script
+
+    node = spec.sweep
+    assert node is not None
+    clash = [o for o in steps if o != spec.name and o.startswith(f"{spec.name}_") and o[len(spec.name) + 1 :].isdigit()]
+    if clash:
+        raise ValidationError(
+            f"step '{clash[0]}' would have the job name of trial {clash[0][len(spec.name) + 1 :]} of sweep step '{spec.name}'",
+            hint=f"the trials of a sweep step are named {child}_<index>: rename step '{clash[0]}'",
+            field=f"jobs.{clash[0]}",
+        )
+    trial = m.TrialSpec(
+        command=spec.command,
+        code=spec.code,
+        environment=spec.environment,
+        environment_variables=dict(spec.env_vars),
+        resources=spec.resources,
+        distribution=spec.distribution,
+    )
+    sweep = SweepSpec(
+        name=child,
+        job_dir=step_dir,
+        trial=trial,
+        inputs=dict(inputs),
+        # every trial writes its own outputs (trials/INDEX/named-outputs); the step's are the best trial's
+        outputs={o: out.model_copy(update={"path": None}) for o, out in spec.outputs.items()},
+        search_space=node.search_space,
+        sampling_algorithm=node.sampling_algorithm,
+        objective=node.objective,
+        early_termination=node.early_termination,
+        limits=node.limits,
+        resources=None,
+        compute_name=spec.compute_name,
+        compute=spec.compute,
+        display_name=spec.display_name or child,
+        tags=dict(spec.tags),
+        sampled=spec.sampled,
+        field_prefix=f"jobs.{spec.name}.",
+        step=spec.name,
+        depends_on=list(depends_on),
+        dependency_type=spec.dependency_type,
+        best_outputs=dict(out_paths),
+    )
+    planned = add_sweep(plan, sweep, site, target, root)
+    script = finalize_script(plan, sweep, site, key=spec.name, job_name=finalize_job_name(child), template=template)
+    script.after_any = list(planned.keys)
+    return planned, script
+
+
 # --------------------------------------------------------------------------- API side: I/O before planning
 def code_folders(loaded: Loaded) -> list[str]:
     """The distinct local code folders of the pipeline's steps."""
@@ -854,7 +922,7 @@ def code_folders(loaded: Loaded) -> list[str]:
         code = None
         if isinstance(node, m.CommandNode):
             code = node.code
-        elif isinstance(node, m.ComponentNode) and step in loaded.components:
+        elif isinstance(node, m.ComponentNode | m.SweepNode) and step in loaded.components:
             code = loaded.components[step][0].code
         if code and code not in found:
             found.append(code)

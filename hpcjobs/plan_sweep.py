@@ -21,6 +21,8 @@ What a sweep becomes (``docs/sweeps.md`` has the why):
   the deadline a watcher cancels the sweep's arrays, and a trial that starts after it
   cancels them instead of running.  (Slurm's ``--deadline`` was tried and rejected: it
   drops pending tasks early, as soon as their whole time limit no longer fits.)
+* A pipeline's sweep step is planned by the same code (:func:`add_sweep`, from a
+  :class:`SweepSpec` the pipeline planner binds), plus :func:`finalize_script`.
 * A sweep that would queue more jobs than the user may (``max_submit_jobs``: the site
   config, or ``MaxSubmitJobs``/``MaxJobCount`` read from the cluster by
   :mod:`hpcjobs.sweep.limits`) is refused before anything is submitted.
@@ -30,16 +32,16 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from hpcjobs.errors import UserError, ValidationError
-from hpcjobs.plan import CommandContext, Plan, Target, _command_script, _meta, environment_setup, job_root
+from hpcjobs.plan import CommandContext, Plan, Script, Target, _command_script, _meta, command_env, environment_setup, job_root
 from hpcjobs.render import render
 from hpcjobs.shellquote import shq, shq_env_name
-from hpcjobs.site import Site
+from hpcjobs.site import Compute, Site
 from hpcjobs.spec import models as m
 from hpcjobs.spec.load import Loaded
 from hpcjobs.sweep.sampling import Choice, Distribution, format_value, parse_search_space, trials
@@ -55,6 +57,7 @@ BAYES_TYPES = ("choice", "uniform", "quniform", "loguniform", "qloguniform", "ra
 #: hpcjobs modules shipped into the job directory for the trials (all standard-library only)
 LIB_MODULES = (
     "errors.py",
+    "expr.py",
     "shellquote.py",
     "mlflow_job.py",
     "sweep/__init__.py",
@@ -127,28 +130,30 @@ def lib_dir(job_dir: str) -> str:
     return f"{job_dir}/.hpcjobs/lib"
 
 
-def _check_bayes_space(space: dict[str, Distribution]) -> None:
+def _check_bayes_space(space: dict[str, Distribution], prefix: str = "") -> None:
     # the same rules as hpcjobs.sweep.bayes, checked without importing Optuna
     for name, d in space.items():
         if d.type not in BAYES_TYPES:
             raise ValidationError(
                 f"bayesian sampling does not support {d.type} distributions",
-                field=f"search_space.{name}.type",
+                field=f"{prefix}search_space.{name}.type",
                 hint="bayesian supports " + ", ".join(BAYES_TYPES) + " (as Azure ML does); use sampling_algorithm: random",
             )
         if isinstance(d, Choice) and d.nested:
             raise ValidationError(
                 "bayesian sampling does not support nested choices (dict values)",
-                field=f"search_space.{name}.values",
+                field=f"{prefix}search_space.{name}.values",
                 hint="flatten the space, or use sampling_algorithm: random",
             )
 
 
-def trials_sh(name: str, table: list[dict[str, Any]] | None, *, ask_line: str | None = None) -> str:
+def trials_sh(name: str, table: list[dict[str, Any]] | None, *, ask_line: str | None = None, inputs: tuple[str, ...] = ()) -> str:
     """The text of ``trials.sh``: each trial's parameters by task index, values quoted.
 
     *table* lists the trials' parameter dicts in index order; ``None`` (bayesian) makes
-    the file ask the sampler instead (*ask_line*).
+    the file ask the sampler instead (*ask_line*).  *inputs* are a trial component's
+    inputs fed by the hyperparameters of the same name: each is also exported as the
+    input's own variables (``AZURE_ML_INPUT_<name>``, ``AZUREML_PARAMETER_<name>``).
     """
     lines = [
         f"# hpcjobs sweep {name}: each trial's parameters by index (sourced by the job script).",
@@ -167,6 +172,12 @@ def trials_sh(name: str, table: list[dict[str, Any]] | None, *, ask_line: str | 
     else:
         assert ask_line is not None
         lines.append(ask_line)
+    if inputs:
+        lines.append("# the trial component's inputs that the hyperparameters of the same name feed")
+    for iname in inputs:
+        src = shq_env_name("AZUREML_SWEEP_" + iname)
+        dst = " ".join(f'{shq_env_name(v + iname)}="${src}"' for v in ("AZURE_ML_INPUT_", "AZUREML_PARAMETER_"))
+        lines.append(f'[ -n "${{{src}+set}}" ] && export {dst}')
     lines.append('[ -n "${HPCJOBS_TRIAL_FOUND:-}" ] && . "$HPCJOBS_JOB_DIR/.hpcjobs/sweep_task.sh"')
     return "\n".join(lines) + "\n"
 
@@ -187,6 +198,65 @@ def _slurm_seconds(seconds: int) -> int:
     return 60 * -(-seconds // 60)
 
 
+@dataclass
+class SweepSpec:
+    """A sweep with its trial bound: what a sweep job and a pipeline's sweep step are both planned from."""
+
+    #: the sweep's job name: its arrays' Slurm job name, and its trials are ``<name>_<index>``
+    name: str
+    job_dir: str
+    trial: m.TrialSpec
+    #: the trial's inputs with their values (literals, data)
+    inputs: dict[str, Any]
+    #: the trial's outputs (each trial writes its own copy under ``trials/INDEX/``)
+    outputs: dict[str, Any]
+    search_space: dict[str, dict[str, Any]]
+    sampling_algorithm: m.SamplingAlgorithm
+    objective: m.Objective
+    early_termination: m.EarlyTermination | None
+    limits: m.SweepLimits
+    resources: m.Resources | None
+    compute_name: str
+    compute: Compute
+    display_name: str
+    tags: dict[str, Any] = field(default_factory=dict)
+    #: a trial component's inputs fed by the hyperparameters of the same name
+    sampled: tuple[str, ...] = ()
+    #: where the sweep is in the job file (``jobs.tune.`` for a pipeline step), for errors
+    field_prefix: str = ""
+    #: a pipeline's sweep step: its step name (it names the array scripts and trial records)
+    step: str | None = None
+    #: a pipeline's sweep step: script keys its first arrays wait for, and how
+    depends_on: list[str] = field(default_factory=list)
+    dependency_type: str = "afterok"
+    #: a pipeline's sweep step: output -> where its finalize job puts the best trial's
+    best_outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PlannedSweep:
+    """What :func:`add_sweep` added to a plan."""
+
+    #: script keys of the sweep's arrays, in submission order
+    keys: list[str]
+    #: one child record (dict, as in :attr:`Plan.children`) per trial
+    children: list[dict[str, Any]]
+    #: the ``sweep`` section of the job record (``job show``)
+    meta: dict[str, Any]
+    #: each trial's output paths (``$HPCJOBS_TASK_INDEX`` stands for the trial's index)
+    trial_outputs: dict[str, str]
+    #: the sweep's settings file (``.hpcjobs/sweep.json``), as data
+    config: dict[str, Any]
+
+
+def step_array_key(step: str, chunk: str) -> str:
+    """The script key of a pipeline sweep step's array (*chunk*: ``main``, ``chunk1``...).
+
+    Upper-case letters never occur in step names, so these keys never collide with a step's.
+    """
+    return f"{step}_Trials" if chunk == "main" else f"{step}_Trials_{chunk}"
+
+
 def plan_sweep(loaded: Loaded, site: Site, target: Target, *, name: str, token: str) -> Plan:
     """Plan a sweep job: the trial table, the array script(s) and one child record per trial."""
     job = loaded.job
@@ -195,23 +265,72 @@ def plan_sweep(loaded: Loaded, site: Site, target: Target, *, name: str, token: 
     assert isinstance(trial, m.TrialSpec)
     compute_name, compute = site.resolve_compute(job.compute)
     root = job_root(site, target)
-    job_dir = f"{root}/{name}"
-    space = parse_search_space(job.search_space)
-    algo = job.sampling_algorithm
-    limits = job.limits
+    plan = Plan(
+        name=name,
+        kind="sweep",
+        site=site.name,
+        compute=compute_name,
+        job_dir=f"{root}/{name}",
+        token=token,
+        scripts=[],
+        warnings=list(loaded.warnings),
+    )
+    spec = SweepSpec(
+        name=name,
+        job_dir=plan.job_dir,
+        trial=trial,
+        inputs=job.inputs,
+        outputs=job.outputs,
+        search_space=job.search_space,
+        sampling_algorithm=job.sampling_algorithm,
+        objective=job.objective,
+        early_termination=job.early_termination,
+        limits=job.limits,
+        resources=job.resources,
+        compute_name=compute_name,
+        compute=compute,
+        display_name=job.display_name or name,
+        tags=dict(job.tags),
+        sampled=loaded.trial_sampled,
+    )
+    planned = add_sweep(plan, spec, site, target, root)
+    plan.children = planned.children
+    meta = _meta(job, loaded)
+    if not job.experiment_name and trial.code:
+        # Azure names the experiment after the code folder; a sweep's code is its trial's
+        meta["experiment_name"] = Path(str(trial.code).rstrip("/")).name or meta["experiment_name"]
+    meta["sweep"] = planned.meta
+    plan.meta = meta
+    return plan
+
+
+def add_sweep(plan: Plan, spec: SweepSpec, site: Site, target: Target, root: str) -> PlannedSweep:
+    """Add a sweep's arrays, trial table, settings and shipped modules to *plan*.
+
+    A sweep job's arrays are keyed ``main``, ``chunk1``...; a pipeline's sweep step's
+    ``<step>_Trials``... (:func:`step_array_key`), written beside the step's own script.
+    """
+    trial = spec.trial
+    job_dir = spec.job_dir
+    pre = spec.field_prefix
+    space = parse_search_space(spec.search_space, field=f"{pre}search_space")
+    algo = spec.sampling_algorithm
+    limits = spec.limits
     table: list[dict[str, Any]] | None
     if algo.type == "bayesian":
-        _check_bayes_space(space)
+        _check_bayes_space(space, pre)
         if limits.max_total_trials is None:
             raise ValidationError(
-                "is required for bayesian sampling", field="limits.max_total_trials", hint="set limits: {max_total_trials: N}"
+                "is required for bayesian sampling",
+                field=f"{pre}limits.max_total_trials",
+                hint="set limits: {max_total_trials: N}",
             )
         table = None
         n = limits.max_total_trials
     else:
         table = trials(space, algo.type, max_total_trials=limits.max_total_trials, seed=algo.seed, rule=algo.rule)
         n = len(table)
-    policy = parse_policy(job.early_termination.model_dump(exclude_none=True)) if job.early_termination else None
+    policy = parse_policy(spec.early_termination.model_dump(exclude_none=True)) if spec.early_termination else None
     concurrent = min(limits.max_concurrent_trials or n, n)
     max_array = n if site.is_local else (site.max_array_size or DEFAULT_MAX_ARRAY_SIZE)
     if site.max_submit_jobs is not None and not site.is_local and n > site.max_submit_jobs:
@@ -225,45 +344,57 @@ def plan_sweep(loaded: Loaded, site: Site, target: Target, *, name: str, token: 
     slurm_limit = _slurm_seconds(limits.trial_timeout + TIME_LIMIT_MARGIN) if limits.trial_timeout else None
     ctx = CommandContext(
         command=trial.command,
-        inputs=job.inputs,
-        outputs=job.outputs,
+        inputs=spec.inputs,
+        outputs=spec.outputs,
         env_vars=trial.environment_variables,
         environment=trial.environment,
-        resources=trial.resources or job.resources,
+        resources=trial.resources or spec.resources,
         distribution=trial.distribution,
         timeout=slurm_limit,
         code=trial.code,
+        sampled=spec.sampled,
     )
-    plan = Plan(
-        name=name,
-        kind="sweep",
-        site=site.name,
-        compute=compute_name,
-        job_dir=job_dir,
-        token=token,
-        scripts=[],
-        warnings=list(loaded.warnings),
-    )
+    trial_base = f"{job_dir}/trials/$HPCJOBS_TASK_INDEX"
+    only_outputs = replace(ctx, command="", inputs={}, env_vars={}, sampled=())
+    trial_outputs = command_env(
+        site,
+        target,
+        only_outputs,
+        job_name=spec.name,
+        out_base=f"{trial_base}/named-outputs",
+        task_dir_var=trial_base,
+        field_prefix=pre,
+    )[4]
     params_file = f"{job_dir}/trials.sh"
+    keys: dict[str, str] = {c.key: (c.key if spec.step is None else step_array_key(spec.step, c.key)) for c in chunks}
     for chunk in chunks:
+        key = keys[chunk.key]
         script = _command_script(
             plan,
             site,
             target,
-            compute_name,
-            compute,
+            spec.compute_name,
+            spec.compute,
             ctx,
-            key=chunk.key,
-            job_name=name,
+            key=key,
+            job_name=spec.name,
             task_dir=job_dir,
             root=root,
             array=chunk.array,
             tasks=chunk.size,
             params_file=params_file,
             array_offset=chunk.offset,
+            field_prefix=pre,
         )
-        if chunk.after:
-            script.depends_on = [chunk.after]
+        if spec.step is not None:
+            script.script_path = f"{job_dir}/array.sh" if chunk.key == "main" else f"{job_dir}/array_{chunk.key}.sh"
+            # the steps the sweep reads from, for every array (a later chunk must not start
+            # when they failed); the lane's previous chunk whatever became of it
+            script.depends_on = list(spec.depends_on)
+            script.dependency_type = spec.dependency_type
+            script.after_any = [keys[chunk.after]] if chunk.after else []
+        elif chunk.after:
+            script.depends_on = [keys[chunk.after]]
             script.dependency_type = "afterany"
         plan.scripts.append(script)
 
@@ -274,7 +405,14 @@ def plan_sweep(loaded: Loaded, site: Site, target: Target, *, name: str, token: 
         plan.files[f"{lib}/{rel}"] = data
     watch = bool(policy or limits.timeout or limits.trial_timeout)
     plan.files[f"{job_dir}/.hpcjobs/sweep_task.sh"] = render(
-        "sweep_task.sh.j2", name=name, setup=setup, lib=lib, python=python, timeout=limits.timeout, watch=watch
+        "sweep_task.sh.j2",
+        name=spec.name,
+        setup=setup,
+        lib=lib,
+        python=python,
+        timeout=limits.timeout,
+        watch=watch,
+        clock_at_first_trial=spec.step is not None,
     ).encode()
     ask_line = None
     if table is None:
@@ -290,56 +428,57 @@ def plan_sweep(loaded: Loaded, site: Site, target: Target, *, name: str, token: 
             + 'ask "$HPCJOBS_JOB_DIR" "$HPCJOBS_TASK_INDEX" </dev/null\n    )\n}\n'
         )
         ask_line = ask_fn + ask_line + "\nunset hpcjobs_params"
-    plan.files[params_file] = trials_sh(name, table, ask_line=ask_line).encode()
-    objective = {"goal": job.objective.goal, "primary_metric": job.objective.primary_metric}
+    plan.files[params_file] = trials_sh(spec.name, table, ask_line=ask_line, inputs=spec.sampled).encode()
+    objective = {"goal": spec.objective.goal, "primary_metric": spec.objective.primary_metric}
     policy_dict = policy.to_dict() if policy else None
-    plan.files[f"{job_dir}/trials.json"] = trials_json(name, algo.type, objective, table, n).encode()
-    plan.files[f"{job_dir}/.hpcjobs/sweep.json"] = json.dumps(
-        {
-            "name": name,
-            "comment": f"hpcjobs:{token}",
-            "scheduler": "local" if site.is_local else "slurm",
-            "trials": n,
-            "algorithm": algo.type,
-            "seed": algo.seed,
-            "objective": objective,
-            "policy": policy_dict,
-            "timeout": limits.timeout,
-            "trial_timeout": limits.trial_timeout,
-            "search_space": job.search_space,
-        },
-        indent=1,
-        sort_keys=True,
-    ).encode()
+    plan.files[f"{job_dir}/trials.json"] = trials_json(spec.name, algo.type, objective, table, n).encode()
+    config = {
+        "name": spec.name,
+        "comment": f"hpcjobs:{plan.token}",
+        "scheduler": "local" if site.is_local else "slurm",
+        "trials": n,
+        "algorithm": algo.type,
+        "seed": algo.seed,
+        "objective": objective,
+        "policy": policy_dict,
+        "timeout": limits.timeout,
+        "trial_timeout": limits.trial_timeout,
+        "search_space": spec.search_space,
+    }
+    if spec.step is not None:
+        # limits.timeout counts from the first trial's start (.hpcjobs/started_at), not the submission
+        config["clock"] = "first_trial"
+    if spec.best_outputs:
+        config["best_outputs"] = {
+            o: {"trial": trial_outputs[o], "path": path, "type": getattr(spec.outputs.get(o), "type", None) or "uri_folder"}
+            for o, path in spec.best_outputs.items()
+        }
+    plan.files[f"{job_dir}/.hpcjobs/sweep.json"] = json.dumps(config, indent=1, sort_keys=True).encode()
 
     by_index = {i: c for c in chunks for i in range(c.offset, c.offset + c.size)}
-    out_paths = dict(plan.outputs)
-    display = job.display_name or name
-    plan.children = [
+    trial_key = "t" if spec.step is None else f"{spec.step}.t"
+    children = [
         {
-            "name": f"{name}_{i}",
-            "key": f"t{i}",
-            "script_key": by_index[i].key,
+            "name": f"{spec.name}_{i}",
+            "key": f"{trial_key}{i}",
+            "script_key": keys[by_index[i].key],
             "array_task": i - by_index[i].offset,
             "job_dir": job_dir,
             "type": "command",
-            "display_name": f"{display}_{i}",
-            "tags": dict(job.tags),
+            "display_name": f"{spec.display_name}_{i}",
+            "tags": dict(spec.tags),
+            **({"parent": spec.name} if spec.step is not None else {}),
             "extra": {
                 "state_dir": f"{job_dir}/trials/{i}/.hpcjobs",
                 "task_dir": f"{job_dir}/trials/{i}",
                 "trial_index": i,
                 "params": {} if table is None else table[i],
-                "outputs": {k: v.replace("$HPCJOBS_TASK_INDEX", str(i)) for k, v in out_paths.items()},
+                "outputs": {k: v.replace("$HPCJOBS_TASK_INDEX", str(i)) for k, v in trial_outputs.items()},
             },
         }
         for i in range(n)
     ]
-    meta = _meta(job, loaded)
-    if not job.experiment_name and trial.code:
-        # Azure names the experiment after the code folder; a sweep's code is its trial's
-        meta["experiment_name"] = Path(str(trial.code).rstrip("/")).name or meta["experiment_name"]
-    meta["sweep"] = {
+    meta = {
         "algorithm": algo.type,
         "rule": algo.rule if algo.type == "random" else None,
         "seed": algo.seed,
@@ -350,11 +489,66 @@ def plan_sweep(loaded: Loaded, site: Site, target: Target, *, name: str, token: 
         "timeout": limits.timeout,
         "trial_timeout": limits.trial_timeout,
         "max_array_size": None if site.is_local else max_array,
-        "chunks": [
-            {"key": c.key, "offset": c.offset, "size": c.size, "array": c.array, "after": c.after} for c in chunks
-        ],
+        "chunks": [{"key": c.key, "offset": c.offset, "size": c.size, "array": c.array, "after": c.after} for c in chunks],
         "lib": lib,
         "python": python,
     }
-    plan.meta = meta
-    return plan
+    return PlannedSweep(keys=list(keys.values()), children=children, meta=meta, trial_outputs=trial_outputs, config=config)
+
+
+def finalize_script(plan: Plan, spec: SweepSpec, site: Site, *, key: str, job_name: str, template: str = "job.sh.j2") -> Script:
+    """The finalize job of a pipeline's sweep step: ``controller finalize`` once every trial ended.
+
+    It picks the best completed trial (the rule ``job show`` uses) and places that trial's
+    outputs at the step's output paths (``SweepSpec.best_outputs``), which is what the
+    steps downstream read; it fails when no trial completed.  It is the step's own job
+    (``<job_dir>/job.sh``, log ``user_logs/std_log.txt``): one task on the step's compute
+    without GPUs.  Its Slurm job name is not the arrays' (``limits.timeout`` cancels the
+    sweep's arrays by name, and must not cancel it).  The caller sets its dependencies.
+    """
+    from hpcjobs.plan import heredoc_marker, sbatch_options, shell_word
+
+    job_dir = spec.job_dir
+    python = sys.executable if site.is_local else (site.environment.python or "python3")
+    setup, _ = environment_setup(site, None, [])
+    command = (
+        f"PYTHONPATH={shq(lib_dir(job_dir))}${{PYTHONPATH:+:$PYTHONPATH}} exec {shq(python)} "
+        '-m hpcjobs.sweep.controller finalize "$HPCJOBS_JOB_DIR" "$HPCJOBS_STATE"'
+    )
+    opts: list[str] = []
+    if not site.is_local:
+        small = spec.compute.model_copy(
+            update={"gpus_per_node": 0, "default_instance_type": None, "cpus_per_task": None, "memory": None}
+        )
+        opts, warns = sbatch_options(
+            site,
+            spec.compute_name,
+            small,
+            job_name=job_name,
+            token=plan.token,
+            output=f"{job_dir}/user_logs/std_log.txt",
+            resources=None,
+            distribution=None,
+            timeout=None,
+        )
+        plan.warnings.extend(warns)
+    text = render(
+        template,
+        sbatch_options=opts,
+        kind=plan.kind,
+        job_name=spec.name,
+        job_dir=job_dir,
+        array=False,
+        array_offset=0,
+        code_dir=None,
+        params_file="",
+        env=[(k, shell_word(v)) for k, v in site.job_env.items()],
+        env_setup=setup,
+        mkdirs=[],
+        downloads=[],
+        url_downloads=[],
+        command=command,
+        heredoc=heredoc_marker(command),
+        launcher=None,
+    )
+    return Script(key=key, job_name=job_name, script_path=f"{job_dir}/job.sh", text=text, sbatch_options=opts)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from typing import Any
 
 from hpcjobs.status import JobStatus
@@ -58,18 +57,12 @@ def _value(v: Any) -> float | None:
 
 def best_trial(trials: list[dict[str, Any]], goal: str) -> dict[str, Any] | None:
     """The completed trial with the best primary metric (see the module docstring)."""
-    best: dict[str, Any] | None = None
-    for t in trials:
-        v = _value(t.get("primary_metric"))
-        if t.get("status") != JobStatus.COMPLETED.value or v is None or math.isnan(v):
-            continue
-        if best is None:
-            best = t
-            continue
-        b = float(best["primary_metric"])
-        if (v > b) if goal == "maximize" else (v < b):
-            best = t
-    return best
+    from hpcjobs.sweep.controller import best_of
+
+    # rows come in trial order: a tie goes to the first
+    done = {i: t for i, t in enumerate(trials) if t.get("status") == JobStatus.COMPLETED.value}
+    found = best_of(((i, _value(t.get("primary_metric"))) for i, t in done.items()), goal)
+    return None if found is None else done[found[0]]
 
 
 def trial_rows(rec: JobRecord, children: list[JobRecord], data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -147,8 +140,39 @@ def sweep_view(rec: JobRecord, children: list[JobRecord]) -> dict[str, Any]:
     return out
 
 
-def _remember(rec: JobRecord, children: list[JobRecord], data: dict[str, Any], best: dict[str, Any] | None) -> None:
-    """Cache an ended sweep's results and record its best trial (store, then MLflow)."""
+def best_for_import(rec: JobRecord, children: list[JobRecord]) -> tuple[JobRecord, Any] | None:
+    """The best trial of an ended sweep and its value, for the tags of the sweep's MLflow run.
+
+    Called when the sweep's run is recorded, so the run has ``best_child_run_id`` without
+    waiting for a ``job show`` (which would then have to write to the tracking store itself).
+    The results are cached in the sweep's record, as ``job show`` does.
+    """
+    sweep = dict(rec.extra.get("sweep") or {})
+    goal = (sweep.get("objective") or {}).get("goal", "maximize")
+    data = rec.extra.get("sweep_results")
+    if data is None:
+        data = collect(rec)
+    best = best_trial(trial_rows(rec, children, data), goal)
+    if data:
+        _remember(rec, children, data, best, tag_run=False)
+    if best is None:
+        return None
+    child = next((c for c in children if c.name == best["name"]), None)
+    return (child, best.get("primary_metric")) if child is not None else None
+
+
+def best_child_tags(child_run_id: str, child_name: str, value: Any) -> dict[str, str]:
+    """The tags that name a sweep's best trial on the sweep's MLflow run."""
+    tags = {"best_child_run_id": child_run_id, "hpcjobs.best_trial": child_name}
+    if value is not None:
+        tags["hpcjobs.best_value"] = repr(value)
+    return tags
+
+
+def _remember(
+    rec: JobRecord, children: list[JobRecord], data: dict[str, Any], best: dict[str, Any] | None, *, tag_run: bool = True
+) -> None:
+    """Cache an ended sweep's results and record its best trial (store, then MLflow unless *tag_run* is false)."""
     from hpcjobs.store import Store
 
     store = Store()
@@ -165,7 +189,7 @@ def _remember(rec: JobRecord, children: list[JobRecord], data: dict[str, Any], b
     if best is not None and props.get("best_child_run_id") != best["name"]:
         props["best_child_run_id"] = best["name"]
         changed = True
-    if best is not None and not extra.get("best_child_tagged"):
+    if tag_run and best is not None and not extra.get("best_child_tagged"):
         child = next((c for c in children if c.name == best["name"]), None)
         if child is not None and tag_best_child(fresh, child, best.get("primary_metric")):
             extra["best_child_tagged"] = True
@@ -185,10 +209,7 @@ def tag_best_child(parent: JobRecord, child: JobRecord, value: Any) -> bool:
         from hpcjobs import tracking
 
         dest = tracking._dest(str(uri))
-        tags = {"best_child_run_id": str(child_run), "hpcjobs.best_trial": child.name}
-        if value is not None:
-            tags["hpcjobs.best_value"] = repr(value)
-        dest.log_batch(str(parent_run), [], {}, tags)
+        dest.log_batch(str(parent_run), [], {}, best_child_tags(str(child_run), child.name, value))
     except Exception as exc:  # noqa: BLE001 - MLflow being down must not break job show
         log.debug("cannot tag the best trial of %s: %s", parent.name, exc)
         return False

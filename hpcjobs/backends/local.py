@@ -17,7 +17,6 @@ from hpcjobs.backends.base import Backend
 from hpcjobs.errors import RuntimeFailure
 from hpcjobs.plan import Plan
 from hpcjobs.site import Site
-from hpcjobs.snapshot import take_snapshot
 from hpcjobs.status import JobStatus
 from hpcjobs.store import JobRecord
 from hpcjobs.transport.local import LocalTransport
@@ -68,6 +67,8 @@ def _alive(pid: int, job_dir: str) -> bool:
 
 def install_snapshot(code: str, root: str) -> tuple[str, int]:
     """Copy the code snapshot into ``<root>/.snapshots/<digest>`` (once); (path, bytes copied)."""
+    from hpcjobs.snapshot import take_snapshot  # pathspec: only jobs with code pay for it
+
     snap = take_snapshot(code)
     dest = Path(root) / ".snapshots" / snap.digest
     if dest.is_dir():
@@ -122,6 +123,7 @@ class LocalBackend(Backend):
                     "max_parallel": _array_limit(s.array),
                     "depends_on": s.depends_on,
                     "dependency_type": s.dependency_type,
+                    "after_any": s.after_any,
                     "log": _log_of(s),
                     "state_dirs": _state_dirs(s),
                 }

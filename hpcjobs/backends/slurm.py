@@ -249,9 +249,12 @@ class SlurmBackend(Backend):
             if s.key in known:
                 continue
             args = []
-            if s.depends_on:
-                deps = ":".join(f"${{ids[{d}]}}" for d in s.depends_on)
-                args.append(f'"--dependency={s.dependency_type}:{deps}"')
+            # "," joins dependency kinds that must all hold (a pipeline's sweep step: afterok on
+            # the steps it reads from, afterany on its own arrays)
+            wanted = [(s.dependency_type, s.depends_on), ("afterany", s.after_any)]
+            kinds = [f"{kind}:" + ":".join(f"${{ids[{d}]}}" for d in keys) for kind, keys in wanted if keys]
+            if kinds:
+                args.append(f'"--dependency={",".join(kinds)}"')
                 args.append("--kill-on-invalid-dep=yes")
             args.append(shq(s.script_path))
             adopt_first = f"adopt {s.key} {shq(s.job_name)} || " if adopt else ""

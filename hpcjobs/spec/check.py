@@ -175,15 +175,18 @@ def check_job(loaded: Loaded) -> None:
         assert isinstance(job.trial, m.TrialSpec)
         _check_env_vars(job.trial.environment_variables, smap, ("trial",))
         _check_literals(job.inputs, smap, ())
-        job.trial.command = check_command(
-            job.trial.command,
-            smap=smap,
-            path=("trial", "command"),
-            inputs=job.inputs,
-            outputs=job.outputs,
-            search_space=job.search_space,
-            warnings=loaded.warnings,
-        )
+        if loaded.trial_component is not None:
+            _check_component_trial(loaded, job, parse_search_space(job.search_space))
+        else:
+            job.trial.command = check_command(
+                job.trial.command,
+                smap=smap,
+                path=("trial", "command"),
+                inputs=job.inputs,
+                outputs=job.outputs,
+                search_space=job.search_space,
+                warnings=loaded.warnings,
+            )
         if job.sampling_algorithm.type != "grid" and job.limits.max_total_trials is None:
             raise _err(
                 smap,
@@ -193,6 +196,42 @@ def check_job(loaded: Loaded) -> None:
             )
     elif isinstance(job, m.PipelineJob):
         check_pipeline(loaded)
+
+
+def _check_component_trial(loaded: Loaded, job: m.SweepJob, space: dict[str, Any]) -> None:
+    """A sweep whose trial is a component: bind hyperparameters and inputs to its inputs (Azure's rule).
+
+    Each search-space key feeds the component input of the same name; the sweep's
+    ``inputs:`` feed the others; a component input with a default need not be given.  The
+    sweep's inputs become the component's inputs with their values, its outputs the
+    component's outputs (with the sweep's settings for them).
+    """
+    from hpcjobs.spec.bind import bind_trial_inputs, component_output
+
+    assert loaded.trial_component is not None and isinstance(job.trial, m.TrialSpec)
+    comp, cmap, cpath = loaded.trial_component
+    smap = loaded.source
+    comp.command = check_command(
+        comp.command, smap=cmap, path=("command",), inputs=comp.inputs, outputs=comp.outputs, warnings=loaded.warnings
+    )
+    job.trial.command = comp.command
+    bound, sampled = bind_trial_inputs(comp, (cmap, cpath), space, dict(job.inputs), smap=smap, prefix=(), base=loaded.base_dir)
+    for oname in job.outputs:
+        if oname not in comp.outputs:
+            raise ValidationError(
+                f"component '{comp.name}' has no output '{oname}'",
+                hint=known_list_hint(oname, comp.outputs, "its outputs"),
+                location=smap.locate(("outputs", oname), key=True),
+                field=f"outputs.{oname}",
+            )
+    job.outputs = {o: component_output(comp, o, cmap, job.outputs.get(o), smap, ("outputs", o)) for o in comp.outputs}
+    job.inputs = dict(bound)
+    loaded.trial_sampled = sampled
+    if job.resources is not None and job.trial.resources is not None:
+        # the sweep's own resources: settings for every trial, over the component's
+        job.trial.resources = m.Resources.model_validate(
+            {**job.trial.resources.model_dump(exclude_unset=True), **job.resources.model_dump(exclude_unset=True)}
+        )
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -215,7 +254,7 @@ def check_pipeline(loaded: Loaded) -> None:
         _prep_command_fields,
         _resolve_local,
         is_uri,
-        load_component,
+        load_component_ref,
         validate_model,
     )
 
@@ -248,33 +287,8 @@ def check_pipeline(loaded: Loaded) -> None:
         work = dict(node)
         if "component" in work:
             comp_ref = work["component"]
-            if isinstance(comp_ref, str) and comp_ref.startswith("azureml:") and not comp_ref.startswith("azureml://"):
-                from hpcjobs.assets import component_file
-                from hpcjobs.errors import HpcjobsError
-
-                # a registered component (hpcjobs component create), from the default site's registry
-                try:
-                    comp_path = component_file(comp_ref)
-                except HpcjobsError as exc:
-                    raise _err(smap, (*p, "component"), exc.message, exc.hint) from None
-                comp, cmap, cpath = load_component(comp_path)
-            elif isinstance(comp_ref, str) and comp_ref.startswith("azureml:"):
-                raise _err(
-                    smap,
-                    (*p, "component"),
-                    f"registered component '{comp_ref}' is not known",
-                    "use azureml:NAME:VERSION or azureml:NAME@latest, or a local component file (component: ./train.yml)",
-                )
-            elif isinstance(comp_ref, str):
-                comp_path = Path(_resolve_local(comp_ref.removeprefix("file:"), base))
-                if not comp_path.is_file():
-                    raise _err(
-                        smap,
-                        (*p, "component"),
-                        f"component file {comp_ref!r} not found (resolved to {comp_path})",
-                        "paths are relative to the folder of the pipeline file",
-                    )
-                comp, cmap, cpath = load_component(comp_path)
+            if isinstance(comp_ref, str):
+                comp, cmap, cpath = load_component_ref(comp_ref, smap, (*p, "component"), base)
             else:
                 cwork = dict(comp_ref)
                 cwork.setdefault("name", "azureml_anonymous")
@@ -309,7 +323,17 @@ def check_pipeline(loaded: Loaded) -> None:
                     raise _err(smap, (*p, "inputs"), f"required input '{iname}' of component '{comp.name}' is not provided")
         elif kind == "sweep":
             model = validate_model(m.SweepNode, work, smap, p)
-            declared_out = set(model.outputs)
+            comp, cmap, cpath = _sweep_node_component(loaded, name, model)
+            loaded.components[name] = (comp, cmap, cpath)
+            declared_out = set(comp.outputs)
+            for oname in model.outputs:
+                if oname not in declared_out:
+                    raise _err(
+                        smap,
+                        (*p, "outputs", oname),
+                        f"component '{comp.name}' has no output '{oname}'",
+                        known_list_hint(oname, declared_out, "its outputs"),
+                    )
         elif kind in ("command", None):
             _prep_command_fields(work, smap, p, base)
             model = validate_model(m.CommandNode, work, smap, p)
@@ -420,6 +444,49 @@ def check_pipeline(loaded: Loaded) -> None:
         )
     job.jobs = {n: steps[n] for n in steps}
     loaded.step_deps = deps
+
+
+def _sweep_node_component(loaded: Loaded, step: str, node: m.SweepNode) -> tuple[m.CommandComponent, SourceMap, Path]:
+    """A pipeline sweep step's trial component, loaded, with the sweep checked against it.
+
+    The search space (its parameters must be inputs of the component, and fit them), the
+    node's inputs (inputs of the component, not also hyperparameters), required inputs
+    without a value, and the sampling limits -- all before anything is planned.
+    """
+    from hpcjobs.spec.bind import check_trial_names, missing_input
+    from hpcjobs.spec.load import _prep_command_fields, load_component_ref, validate_model
+    from hpcjobs.sweep.sampling import parse_search_space
+
+    smap = loaded.source
+    p: PathKey = ("jobs", step)
+    if isinstance(node.trial, str):
+        comp, cmap, cpath = load_component_ref(node.trial, smap, (*p, "trial"), loaded.base_dir)
+    else:
+        cwork = dict(node.trial)
+        cwork.setdefault("name", "azureml_anonymous")
+        _prep_command_fields(cwork, smap, (*p, "trial"), loaded.base_dir)
+        comp = validate_model(m.CommandComponent, cwork, smap, (*p, "trial"))
+        cmap, cpath = smap.sub((*p, "trial")), loaded.path
+    comp.command = check_command(
+        comp.command, smap=cmap, path=("command",), inputs=comp.inputs, outputs=comp.outputs, warnings=loaded.warnings
+    )
+    try:
+        space = parse_search_space(node.search_space, field=f"jobs.{step}.search_space")
+    except ValidationError as exc:
+        field = exc.field or f"jobs.{step}.search_space"
+        raise ValidationError(exc.message, hint=exc.hint, location=smap.locate(tuple(field.split("."))), field=field) from None
+    sampled = check_trial_names(comp, space, list(node.inputs), smap=smap, prefix=p)
+    for iname, port in comp.inputs.items():
+        if iname not in node.inputs and iname not in sampled and not port.optional and port.default is None:
+            raise missing_input(comp, cmap, iname, smap, (*p, "inputs") if node.inputs else (*p, "trial"))
+    if node.sampling_algorithm.type != "grid" and node.limits.max_total_trials is None:
+        raise _err(
+            smap,
+            (*p, "limits"),
+            "limits.max_total_trials is required for random and bayesian sampling",
+            "for example limits: {max_total_trials: 20, max_concurrent_trials: 4}",
+        )
+    return comp, cmap, cpath
 
 
 def topo_order(deps: dict[str, set[str]]) -> list[str] | None:

@@ -53,6 +53,10 @@ class Loaded:
     components: dict[str, tuple[m.CommandComponent, SourceMap, Path]] = field(default_factory=dict)
     #: pipeline step -> the steps it waits for (data dependencies)
     step_deps: dict[str, set[str]] = field(default_factory=dict)
+    #: a sweep job's trial component (``trial: ./train.yml``), as loaded
+    trial_component: tuple[m.CommandComponent, SourceMap, Path] | None = None
+    #: the trial component's inputs that the sweep's hyperparameters feed (checked by check_job)
+    trial_sampled: tuple[str, ...] = ()
 
     @property
     def type(self) -> str:
@@ -540,10 +544,15 @@ def load_job(path: str | Path, sets: list[str] | None = None) -> Loaded:
             _prep_command_fields(trial, smap, ("trial",), base)
             work["trial"] = validate_model(m.TrialSpec, trial, smap, ("trial",))
         elif isinstance(trial, str):
-            comp_path = Path(_resolve_local(trial.removeprefix("file:"), base))
-            comp = load_component(comp_path)
+            # a command component: check_job binds the sweep's hyperparameters and inputs to its inputs
+            loaded.trial_component = load_component_ref(trial, smap, ("trial",), base)
+            comp = loaded.trial_component[0]
             work["trial"] = m.TrialSpec(
-                command=comp[0].command, code=comp[0].code, environment=comp[0].environment, distribution=comp[0].distribution
+                command=comp.command,
+                code=comp.code,
+                environment=comp.environment,
+                distribution=comp.distribution,
+                resources=component_resources(comp, warnings, f"{smap.locate(('trial',))}: trial"),
             )
         _prep_inputs(work, smap, (), base)
         _prep_outputs(work, smap, ())
@@ -553,6 +562,53 @@ def load_job(path: str | Path, sets: list[str] | None = None) -> Loaded:
     loaded.job = validate_model(model_cls, work, smap)
     check_job(loaded)
     return loaded
+
+
+def load_component_ref(ref: str, smap: SourceMap, where: PathKey, base: Path) -> tuple[m.CommandComponent, SourceMap, Path]:
+    """Load the component *ref* names (a file, ``file:PATH``, or a registered ``azureml:NAME:VERSION``).
+
+    *where* is the referring key in the job file (*smap*), for errors; relative paths are
+    resolved against *base*, the folder of the job file.
+    """
+    if ref.startswith("azureml:") and not ref.startswith("azureml://"):
+        from hpcjobs.assets import component_file
+        from hpcjobs.errors import HpcjobsError
+
+        # a registered component (hpcjobs component create), from the default site's registry
+        try:
+            comp_path = component_file(ref)
+        except HpcjobsError as exc:
+            raise _err(smap, where, exc.message, exc.hint) from None
+        return load_component(comp_path)
+    if ref.startswith("azureml:"):
+        raise _err(
+            smap,
+            where,
+            f"registered component '{ref}' is not known",
+            "use azureml:NAME:VERSION or azureml:NAME@latest, or a local component file (component: ./train.yml)",
+        )
+    comp_path = Path(_resolve_local(ref.removeprefix("file:"), base))
+    if not comp_path.is_file():
+        raise _err(
+            smap,
+            where,
+            f"component file {ref!r} not found (resolved to {comp_path})",
+            "paths are relative to the folder of the job file",
+        )
+    return load_component(comp_path)
+
+
+def component_resources(comp: m.CommandComponent, warnings: list[str], where: str) -> m.Resources | None:
+    """A component's ``resources`` as the typed model (keys Slurm has no use for are warned about)."""
+    if not comp.resources:
+        return None
+    data: dict[str, Any] = {}
+    for k, v in comp.resources.items():
+        if k in m.Resources.model_fields:
+            data[k] = v
+        else:
+            warnings.append(f"{where}: resources.{k} of the component is not used on Slurm")
+    return m.Resources.model_validate(data)
 
 
 def load_component(path: Path) -> tuple[m.CommandComponent, SourceMap, Path]:

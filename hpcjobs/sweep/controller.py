@@ -29,6 +29,12 @@ trial scripts run ``python3 -m hpcjobs.sweep.controller COMMAND ...`` with that 
 ``collect JOB_DIR``
     Print every trial's outcome, primary metric and (bayesian) parameters as JSON, for
     ``hpcjobs job show``.
+``finalize JOB_DIR``
+    A pipeline's sweep step, once all its trials ended (its own job, ``afterany`` on the
+    arrays): pick the best completed trial (:func:`best_of`, the rule ``job show`` uses)
+    and put its outputs where the step's outputs are (hard links where the filesystem
+    allows, else copies), so that the steps downstream read the best trial's data.
+    Writes ``.hpcjobs/best.json``; fails when no trial completed with a value.
 
 Files in the job directory: ``.hpcjobs/sweep.json`` (settings, written by the planner),
 ``.hpcjobs/results.jsonl``, ``.hpcjobs/live/INDEX.json`` (running trials' metrics),
@@ -58,6 +64,9 @@ DEFAULT_POLL = 10.0
 KILL_GRACE = 10.0
 #: evaluation points of a trial judged again at each check (the newest ones)
 MAX_LOOKBACK = 100
+#: exit codes of ``finalize`` when there is no best trial (1 and 2 are errors and usage)
+NO_TRIAL_COMPLETED = 3
+NO_METRIC = 4
 
 
 # --------------------------------------------------------------------------- files
@@ -268,11 +277,14 @@ def stop_sweep(job_dir: str, reason: str, cfg: dict[str, Any] | None = None) -> 
 
 # --------------------------------------------------------------------------- watch
 def sweep_start(job_dir: str) -> float:
-    """When the sweep was submitted: the time its trial table was written."""
-    try:
-        return os.stat(os.path.join(job_dir, "trials.json")).st_mtime
-    except OSError:
-        return time.time()
+    """When the sweep's clock started: when its trial table was written (at submission), or,
+    for a pipeline's sweep step, when its first trial created ``.hpcjobs/started_at``."""
+    for path in (_hp(job_dir, "started_at"), os.path.join(job_dir, "trials.json")):
+        try:
+            return os.stat(path).st_mtime
+        except OSError:
+            continue
+    return time.time()
 
 
 def _poll(cfg: dict[str, Any]) -> float:
@@ -460,6 +472,118 @@ def collect(job_dir: str) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- best trial / finalize
+def best_of(candidates: Any, goal: str) -> tuple[int, float] | None:
+    """The best ``(index, value)`` of *candidates* for *goal* (``maximize``/``minimize``).
+
+    Values that are not numbers, and NaN, never win; ties go to the lowest index.  The
+    one rule for "the best trial": ``job show`` (:mod:`hpcjobs.sweep_status`) and the
+    finalize job of a pipeline's sweep step both use it.
+    """
+    best: tuple[int, float] | None = None
+    for index, value in sorted(candidates, key=lambda c: int(c[0])):
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            continue
+        if best is None or (value > best[1] if goal == "maximize" else value < best[1]):
+            best = (int(index), float(value))
+    return best
+
+
+def _trial_params(job_dir: str, index: int) -> dict[str, Any]:
+    try:
+        with open(os.path.join(trial_dir(job_dir, index), "params.json"), encoding="utf-8") as fh:
+            return dict(json.load(fh))
+    except (OSError, ValueError, TypeError):
+        pass
+    try:
+        with open(os.path.join(job_dir, "trials.json"), encoding="utf-8") as fh:
+            rows = json.load(fh)["trials"]
+        return dict(rows[index]["params"] or {})
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return {}
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    import shutil
+
+    if os.path.lexists(dst):
+        os.unlink(dst)
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        # another filesystem (a datastore), or links not allowed there
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def place_output(src: str, dst: str, kind: str) -> bool:
+    """Put the trial's output *src* at *dst* (a folder merged into, or a file); False if *src* is missing."""
+    import shutil
+
+    if kind == "uri_file":
+        if not os.path.isfile(src):
+            return False
+        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+        _link_or_copy(src, dst)
+        return True
+    os.makedirs(dst, exist_ok=True)
+    if not os.path.isdir(src):
+        return False
+    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True, copy_function=_link_or_copy)
+    return True
+
+
+def finalize(job_dir: str, state_dir: str | None = None) -> int:
+    """Pick the best completed trial and place its outputs as the step's (see the module docstring)."""
+    cfg = load_config(job_dir)
+    objective = cfg["objective"]
+    metric = objective["primary_metric"]
+    data = collect(job_dir)
+    trials = data["trials"]
+    out = sys.stdout
+    if not trials:
+        # the arrays ended without running anything: they were cancelled before any trial started
+        msg = "no trial of the sweep ran: its trials were canceled before they started"
+        sys.stderr.write(f"hpcjobs sweep: {msg}\n")
+        if state_dir:
+            _write_atomic(os.path.join(state_dir, "canceled"), msg + "\n")
+        return 143
+    completed = {int(i): t.get("value") for i, t in trials.items() if t.get("status") == "completed"}
+    counts: dict[str, int] = {}
+    for t in trials.values():
+        counts[str(t.get("status") or "unknown")] = counts.get(str(t.get("status") or "unknown"), 0) + 1
+    out.write(f"hpcjobs sweep: {len(trials)} trial(s) ran: {json.dumps(counts, sort_keys=True)}\n")
+    best = best_of(completed.items(), objective["goal"])
+    if best is None:
+        why = (
+            "no trial completed"
+            if not completed
+            else f"{len(completed)} trial(s) completed, but none logged the primary metric '{metric}'"
+        )
+        sys.stderr.write(f"hpcjobs sweep: {why}: the sweep step has no best trial and no outputs\n")
+        return NO_METRIC if completed else NO_TRIAL_COMPLETED
+    index, value = best
+    placed: dict[str, str] = {}
+    for name, where in sorted((cfg.get("best_outputs") or {}).items()):
+        src = str(where["trial"]).replace("$HPCJOBS_TASK_INDEX", str(index))
+        dst = str(where["path"])
+        if place_output(src, dst, str(where.get("type") or "uri_folder")):
+            placed[name] = dst
+        else:
+            sys.stderr.write(f"hpcjobs sweep: the best trial ({index}) did not write its output '{name}' ({src})\n")
+    report = {
+        "index": index,
+        "primary_metric": metric,
+        "value": value,
+        "params": _trial_params(job_dir, index),
+        "outputs": placed,
+    }
+    _write_atomic(_hp(job_dir, "best.json"), json.dumps(report, sort_keys=True) + "\n")
+    out.write(f"hpcjobs sweep: best trial {index} ({metric}={value!r}, parameters {json.dumps(report['params'])})\n")
+    for name, dst in placed.items():
+        out.write(f"hpcjobs sweep: output {name} = trial {index}'s, at {dst}\n")
+    return 0
+
+
 # --------------------------------------------------------------------------- ask (bayesian)
 def _tell_results(sampler: Any, mapping: dict[str, int], results: dict[int, dict[str, Any]]) -> None:
     pending = set(sampler.pending())
@@ -526,6 +650,7 @@ USAGE = """usage: python -m hpcjobs.sweep.controller COMMAND JOB_DIR [ARGS]
   record JOB_DIR INDEX CODE    record the outcome of trial INDEX
   stop JOB_DIR REASON          stop the whole sweep
   collect JOB_DIR              print every trial's outcome and metric as JSON
+  finalize JOB_DIR [STATE_DIR] pick the best trial, place its outputs as the step's
 """
 
 
@@ -548,6 +673,8 @@ def main(argv: list[str] | None = None) -> int:
         if cmd == "stop" and len(rest) == 1:
             stop_sweep(job_dir, rest[0])
             return 0
+        if cmd == "finalize" and len(rest) <= 1:
+            return finalize(job_dir, rest[0] if rest else None)
         if cmd == "collect" and not rest:
             sys.stdout.write(json.dumps(collect(job_dir)) + "\n")
             return 0

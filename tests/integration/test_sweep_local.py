@@ -214,3 +214,56 @@ limits: {max_concurrent_trials: 2}
     view = _wait(run_cli, "long", timeout=60)
     assert view["status"] == "Canceled"
     assert {t["status"] for t in view["trials"]} == {"Canceled"}
+
+
+# a component as the trial: hyperparameters feed its inputs of the same name, a default the rest
+ECHO_COMPONENT = """name: echo_values
+inputs:
+  tag: {type: string}
+  lr: {type: number}
+  greeting: {type: string, default: GREETING}
+  data: {type: uri_folder}
+outputs:
+  out: {type: uri_folder}
+command: >-
+  printf '%s\\0' ${{inputs.tag}} ${{inputs.lr}} ${{inputs.greeting}} "$AZURE_ML_INPUT_tag" "$(cat ${{inputs.data}}/d.txt)"
+  > ${{outputs.out}}/values
+"""
+GREETING = "hello 'world' \"$HOME\" `id` $(touch /tmp/hpcjobs-pwned-c); *"
+TAGS = ["a b", "it's $(id) `id` ${HOME}", "semi;colon|pipe&*"]
+
+
+def test_component_trial_gets_hyperparameters_and_defaults_byte_for_byte(
+    hpcjobs_home: Path, run_cli: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "echo.yml").write_text(ECHO_COMPONENT.replace("GREETING", json.dumps(GREETING)))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "d.txt").write_text("from the sweep's input")
+    f = tmp_path / "sweep.yml"
+    f.write_text(
+        f"""type: sweep
+trial: ./echo.yml
+inputs:
+  data: ./data
+sampling_algorithm: grid
+search_space:
+  tag: {{type: choice, values: {json.dumps(TAGS)}}}
+  lr: {{type: choice, values: [0.001, 2]}}
+objective: {{goal: maximize, primary_metric: acc}}
+limits: {{max_concurrent_trials: 3}}
+"""
+    )
+    _create(run_cli, f, "comp_sweep")
+    view = _wait(run_cli, "comp_sweep")
+    assert view["status"] == "Completed", view["trials"]
+    assert len(view["trials"]) == 6 and {t["status"] for t in view["trials"]} == {"Completed"}
+    job_dir = Path(view["paths"]["job_dir"])
+    seen = set()
+    for t in view["trials"]:
+        p = t["parameters"]
+        got = (job_dir / "trials" / str(t["index"]) / "named-outputs" / "out" / "values").read_bytes().split(b"\0")
+        expected = [p["tag"], str(p["lr"]), GREETING, p["tag"], "from the sweep's input", ""]
+        assert got == [e.encode() for e in expected], (t, got)
+        seen.add((p["tag"], p["lr"]))
+    assert seen == {(tag, lr) for tag in TAGS for lr in (0.001, 2)}
+    assert not Path("/tmp/hpcjobs-pwned-c").exists()

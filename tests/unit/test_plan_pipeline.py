@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hpcjobs import reuse
+from hpcjobs import api, reuse
 from hpcjobs.backends.slurm import SlurmBackend
 from hpcjobs.dag import render_dag, steps_view
 from hpcjobs.errors import ValidationError
@@ -278,26 +279,128 @@ def test_slurm_backend_ships_only_missing_snapshots(tmp_path: Path) -> None:
     assert sorted({n.split("/")[1] for n in names}) == sorted(Path(d).name for d in missing)
 
 
-def test_sweep_step_is_refused_clearly(tmp_path: Path) -> None:
-    (tmp_path / "comp.yml").write_text(
-        "name: c\ncommand: echo ${{inputs.lr}}\ninputs:\n  lr:\n    type: number\n    default: 0.1\n"
+TUNE = EXAMPLES / "train-pipeline" / "tune-pipeline.yml"
+
+
+def test_sweep_step_is_its_arrays_and_a_finalize_job(tmp_path: Path) -> None:
+    for site in (local_site(), get_site("testcluster")):
+        plan = _plan(TUNE, site=site, name="tp")
+        keys = [s.key for s in plan.scripts]
+        assert keys == ["get_data", "tune_Trials", "tune", "evaluate"]
+        arrays, fin = _script(plan, "tune_Trials"), _script(plan, "tune")
+        step_dir = f"{plan.job_dir}/steps/tune"
+        # the arrays wait for the data they read; the finalize job (the step's own script)
+        # for that data too, and for the arrays whatever became of their trials
+        assert (arrays.depends_on, arrays.dependency_type, arrays.after_any) == (["get_data"], "afterok", [])
+        assert (fin.depends_on, fin.dependency_type, fin.after_any) == (["get_data"], "afterok", ["tune_Trials"])
+        assert _script(plan, "evaluate").depends_on == ["get_data", "tune"]
+        assert arrays.script_path == f"{step_dir}/array.sh" and fin.script_path == f"{step_dir}/job.sh"
+        assert arrays.array == "0-2%2" and arrays.tasks == 3 and fin.array is None
+        assert "-m hpcjobs.sweep.controller finalize" in fin.text
+        if not site.is_local:
+            # limits.timeout cancels the sweep's arrays by their name: never the finalize job
+            assert "--job-name=tp_tune" in arrays.sbatch_options and "--job-name=tp_tune-finalize" in fin.sbatch_options
+            assert fin.job_name == "tp_tune-finalize" and not any(o.startswith("--gres") for o in fin.sbatch_options)
+        # the step's output is the pipeline output it is routed to; each trial writes its own
+        best = f"{plan.job_dir}/named-outputs/best_model"
+        cfg = json.loads(plan.files[f"{step_dir}/.hpcjobs/sweep.json"])
+        assert cfg["best_outputs"] == {
+            "model": {"trial": f"{step_dir}/trials/$HPCJOBS_TASK_INDEX/named-outputs/model", "path": best, "type": "uri_folder"}
+        }
+        assert cfg["name"] == "tp_tune" and cfg["objective"] == {"goal": "minimize", "primary_metric": "train_loss"}
+        assert _exports(_script(plan, "evaluate").text)["AZURE_ML_INPUT_model"] == shq(best)
+        assert plan.outputs["best_model"] == best
+        # records: the step (a sweep, parent of its trials), its trials, the other steps
+        kids = {c["name"]: c for c in plan.children}
+        step = kids["tp_tune"]
+        assert step["type"] == "sweep" and step["script_keys"] == ["tune", "tune_Trials"]
+        assert step["extra"]["outputs"] == {"model": best} and step["extra"]["finalize"]["job_name"] == fin.job_name
+        assert (
+            step["extra"]["sweep"]["trials"] == 3
+            and step["extra"]["inputs"]["learning_rate"] == "${{search_space.learning_rate}}"
+        )
+        trials = [c for c in plan.children if c.get("parent") == "tp_tune"]
+        assert [t["name"] for t in trials] == ["tp_tune_0", "tp_tune_1", "tp_tune_2"]
+        assert [t["extra"]["params"] for t in trials] == [{"learning_rate": v} for v in (0.01, 0.1, 1.0)]
+        assert trials[1]["extra"]["outputs"] == {"model": f"{step_dir}/trials/1/named-outputs/model"}
+        assert all(t["script_key"] == "tune_Trials" for t in trials)
+        assert plan.meta["steps"]["tune"]["type"] == "sweep"
+
+
+def test_sweep_step_trial_gets_hyperparameter_default_and_upstream_data(tmp_path: Path) -> None:
+    plan = _plan(TUNE, name="tp")
+    text = _script(plan, "tune_Trials").text
+    exports = _exports(text)
+    assert exports["AZURE_ML_INPUT_training_data"] == shq(f"{plan.job_dir}/steps/get_data/named-outputs/train_data")
+    assert exports["AZURE_ML_INPUT_epochs"] == "200"  # the component's default
+    assert "AZURE_ML_INPUT_learning_rate" not in exports  # the sampled value, per trial (trials.sh)
+    assert '--learning_rate "${AZUREML_SWEEP_learning_rate}"' in text
+    assert "--l2" not in text  # optional, not given: its $[[...]] segment is dropped
+    trials_sh = plan.files[f"{plan.job_dir}/steps/tune/trials.sh"].decode()
+    for i, lr in enumerate(("0.01", "0.1", "1.0")):
+        res = subprocess.run(
+            [
+                "bash",
+                "-c",
+                'HPCJOBS_TASK_INDEX=$1; . /dev/stdin; printf "%s|%s" "$AZURE_ML_INPUT_learning_rate" "$AZUREML_PARAMETER_learning_rate"',
+                "t",
+                str(i),
+            ],
+            input=trials_sh.replace('[ -n "${HPCJOBS_TRIAL_FOUND:-}" ] && .', ": "),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert res.stdout == f"{lr}|{lr}"
+
+
+def test_sweep_step_is_never_reused(tmp_path: Path, hpcjobs_home: Path) -> None:
+    loaded = load_job(TUNE)
+    target = Target(home="/home/u", user="u")
+    prepare_target(loaded, local_site(), target, None)
+    keys = {s.name: s.key for s in resolve_steps(loaded, local_site(), target)}
+    assert keys["get_data"] is not None
+    # sampled anew on every run: no key, and neither has what reads from it
+    assert keys["tune"] is None and keys["evaluate"] is None
+
+
+def test_sweep_step_split_into_chunks_keeps_every_chunk_behind_its_data(tmp_path: Path, hpcjobs_home: Path) -> None:
+    d = hpcjobs_home / "config" / "sites"
+    d.mkdir(parents=True, exist_ok=True)
+    text = (REPO / "site-configs" / "testcluster.yml").read_text().replace("name: testcluster", "name: small")
+    (d / "small.yml").write_text(text + "max_array_size: 2\n")
+    pipe = _write(tmp_path, TUNE.read_text().replace("values: [0.01, 0.1, 1.0]", "values: [0.01, 0.1, 1.0, 2.0, 3.0]"))
+    for f in ("get_data.yml", "train.yml", "evaluate.yml"):
+        (tmp_path / f).write_text((TUNE.parent / f).read_text().replace("code: ./src", f"code: {TUNE.parent / 'src'}"))
+    plan = _plan(pipe, site=get_site("small"), name="tp")
+    chunks = [s for s in plan.scripts if s.key.startswith("tune_Trials")]
+    assert [c.key for c in chunks] == ["tune_Trials", "tune_Trials_chunk1", "tune_Trials_chunk2"]
+    # lanes: max_concurrent_trials 2 -> two chunks at once, the third after the first
+    assert [(c.depends_on, c.after_any) for c in chunks] == [
+        (["get_data"], []),
+        (["get_data"], []),
+        (["get_data"], ["tune_Trials"]),
+    ]
+    assert _script(plan, "tune").after_any == [c.key for c in chunks]
+    program = SlurmBackend(get_site("small"), LocalTransport())._program(plan, {})
+    line = next(ln for ln in program.splitlines() if ln.startswith("submit tune_Trials_chunk2 "))
+    assert '"--dependency=afterok:${ids[get_data]},afterany:${ids[tune_Trials]}"' in line
+    assert "--kill-on-invalid-dep=yes" in line
+    fin = next(ln for ln in program.splitlines() if ln.startswith("submit tune "))
+    assert (
+        '"--dependency=afterok:${ids[get_data]},afterany:${ids[tune_Trials]}:${ids[tune_Trials_chunk1]}:${ids[tune_Trials_chunk2]}"'
+        in fin
     )
-    text = """
-type: pipeline
-jobs:
-  tune:
-    type: sweep
-    trial: ./comp.yml
-    search_space:
-      lr: {type: uniform, min_value: 0.01, max_value: 0.1}
-    objective: {goal: maximize, primary_metric: acc}
-    limits: {max_total_trials: 2}
-"""
-    with pytest.raises(ValidationError, match="not supported yet") as exc:
-        _plan(_write(tmp_path, text))
-    assert exc.value.location is not None and exc.value.location.line is not None
-    with pytest.raises(ValidationError, match="not an input of component"):
-        _plan(_write(tmp_path, text.replace("lr: {type", "lrx: {type")))
+    step = next(c for c in plan.children if c["name"] == "tp_tune")
+    assert step["script_keys"] == ["tune", *(c.key for c in chunks)]
+
+
+def test_sweep_step_trial_names_must_not_be_a_steps(tmp_path: Path) -> None:
+    text = TUNE.read_text() + "  tune_1:\n    command: echo\n"
+    for f in ("get_data.yml", "train.yml", "evaluate.yml"):
+        (tmp_path / f).write_text((TUNE.parent / f).read_text().replace("code: ./src", f"code: {TUNE.parent / 'src'}"))
+    with pytest.raises(ValidationError, match="step 'tune_1' would have the job name of trial 1 of sweep step 'tune'"):
+        api.plan(_write(tmp_path, text), name="tp")
 
 
 # --------------------------------------------------------------------------- failure handling
@@ -488,3 +591,31 @@ def test_two_hundred_step_pipeline_plans_quickly(tmp_path: Path) -> None:
     assert _script(plan, "s199").depends_on == ["s99"]
     # measured ~0.5 s on the development machine; generous for loaded CI machines
     assert elapsed < 10, elapsed
+
+
+def test_sweep_step_timeout_counts_from_its_first_trial_not_the_submission(tmp_path: Path) -> None:
+    import os
+
+    from hpcjobs.sweep import controller
+
+    for f in ("get_data.yml", "train.yml", "evaluate.yml"):
+        (tmp_path / f).write_text((TUNE.parent / f).read_text().replace("code: ./src", f"code: {TUNE.parent / 'src'}"))
+    pipe = _write(tmp_path, TUNE.read_text().replace("trial_timeout: 600", "trial_timeout: 600\n      timeout: 900"))
+    plan = _plan(pipe, name="tp")
+    step_dir = f"{plan.job_dir}/steps/tune"
+    task = plan.files[f"{step_dir}/.hpcjobs/sweep_task.sh"].decode()
+    assert '( set -C; : > "$HPCJOBS_JOB_DIR/.hpcjobs/started_at" ) 2>/dev/null' in task
+    assert "trials.json" not in task.split("limits.timeout", 1)[1].split("fi", 1)[0]
+    assert json.loads(plan.files[f"{step_dir}/.hpcjobs/sweep.json"])["clock"] == "first_trial"
+    # the first trial creates the marker once; the watchers count from it, not from trials.json
+    job = tmp_path / "job"
+    (job / ".hpcjobs").mkdir(parents=True)
+    (job / "trials.json").write_text("{}")
+    os.utime(job / "trials.json", (1000, 1000))
+    assert controller.sweep_start(str(job)) == 1000
+    first_trial = '( set -C; : > "$1/.hpcjobs/started_at" ) 2>/dev/null; stat -c %Y "$1/.hpcjobs/started_at"'
+    subprocess.run(["bash", "-c", first_trial, "t", str(job)], check=True)
+    os.utime(job / ".hpcjobs" / "started_at", (2000, 2000))
+    res = subprocess.run(["bash", "-c", first_trial, "t", str(job)], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "2000"  # the second trial did not move the clock
+    assert controller.sweep_start(str(job)) == 2000

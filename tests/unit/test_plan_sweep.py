@@ -13,6 +13,7 @@ import pytest
 from hpcjobs import api
 from hpcjobs.errors import UserError, ValidationError
 from hpcjobs.plan_sweep import chunk_plan, trials_sh
+from hpcjobs.shellquote import shq
 from hpcjobs.sweep import controller
 from hpcjobs.sweep.limits import parse_probe
 from hpcjobs.sweep_status import best_trial
@@ -128,9 +129,7 @@ def test_grid_plan_writes_the_trial_table_and_one_throttled_array(tmp_path: Path
     plan = api.plan(_sweep(tmp_path, GRID), name="g1", site=site)
     files = _files(plan)
     table = json.loads(files["trials.json"])
-    assert [t["params"] for t in table["trials"]] == [
-        {"a": a, "b": b} for a in (1, 2, 3) for b in ("x", "y")
-    ]
+    assert [t["params"] for t in table["trials"]] == [{"a": a, "b": b} for a in (1, 2, 3) for b in ("x", "y")]
     assert [t["index"] for t in table["trials"]] == list(range(6))
     (script,) = plan.scripts
     assert "--array=0-5%2" in script.sbatch_options and "#SBATCH --array=0-5%2" in script.text
@@ -229,7 +228,9 @@ def test_submit_limit_is_an_error_before_anything_is_submitted(tmp_path: Path, h
 
 
 def test_trial_timeout_becomes_the_array_time_limit(tmp_path: Path, hpcjobs_home: Path) -> None:
-    body = GRID.replace("limits: {max_concurrent_trials: 2}", "limits: {max_concurrent_trials: 2, trial_timeout: 90, timeout: 600}")
+    body = GRID.replace(
+        "limits: {max_concurrent_trials: 2}", "limits: {max_concurrent_trials: 2, trial_timeout: 90, timeout: 600}"
+    )
     plan = api.plan(_sweep(tmp_path, body), name="t1", site=_site(hpcjobs_home, "tc"))
     assert "--time=00:02:00" in plan.scripts[0].sbatch_options  # 90 s + 30 s margin, whole minutes
     cfg = json.loads(_files(plan)[".hpcjobs/sweep.json"])
@@ -254,7 +255,9 @@ limits: {max_total_trials: 5, max_concurrent_trials: 2}
     assert "hpcjobs.sweep.controller ask" in text and "case" not in text
     assert len(plan.children) == 5 and plan.children[0]["extra"]["params"] == {}
     with pytest.raises(ValidationError, match="does not support normal"):
-        api.plan(_sweep(tmp_path, body.replace("uniform, min_value: 0, max_value: 1", "normal, mu: 0, sigma: 1"), "n.yml"), site=site)
+        api.plan(
+            _sweep(tmp_path, body.replace("uniform, min_value: 0, max_value: 1", "normal, mu: 0, sigma: 1"), "n.yml"), site=site
+        )
 
 
 def test_local_site_runs_one_array_whatever_its_length(tmp_path: Path, hpcjobs_home: Path) -> None:
@@ -337,5 +340,201 @@ def test_record_and_collect_read_an_offline_file_store(tmp_path: Path) -> None:
 
 def test_exports_quote_bayesian_values() -> None:
     text = controller.exports({"x": 0.5, "s": "$(id) it's"})
-    res = subprocess.run(["bash", "-c", text + 'printf "%s|%s|%s" "$AZUREML_SWEEP_x" "$AZUREML_SWEEP_s" "$HPCJOBS_TRIAL_FOUND"'], capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        ["bash", "-c", text + 'printf "%s|%s|%s" "$AZUREML_SWEEP_x" "$AZUREML_SWEEP_s" "$HPCJOBS_TRIAL_FOUND"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert res.stdout == "0.5|$(id) it's|1"
+
+
+# --------------------------------------------------------------------------- a component as the trial
+ECHO_COMPONENT = """$schema: https://azuremlschemas.azureedge.net/latest/commandComponent.schema.json
+name: echo_values
+inputs:
+  tag: {type: string}
+  lr: {type: number, default: 0.5}
+  greeting: {type: string, default: GREETING}
+  data: {type: uri_folder}
+  n: {type: integer, optional: true}
+outputs:
+  out: {type: uri_folder}
+command: >-
+  printf '%s\\0' ${{inputs.tag}} ${{inputs.lr}} ${{inputs.greeting}} "$AZURE_ML_INPUT_tag" "$AZUREML_PARAMETER_tag"
+  ${{inputs.data}} $[[--n ${{inputs.n}}]] > ${{outputs.out}}/values
+"""
+
+#: reaches the trial through the component's default, byte for byte
+GREETING = "hello 'world' \"$HOME\" `id` $(touch /tmp/hpcjobs-pwned); *"
+
+
+def _component_sweep(tmp_path: Path, values: list[str]) -> Path:
+    (tmp_path / "echo.yml").write_text(ECHO_COMPONENT.replace("GREETING", json.dumps(GREETING)))
+    (tmp_path / "data dir").mkdir(exist_ok=True)
+    body = f"""trial: ./echo.yml
+inputs:
+  data: ./data dir
+sampling_algorithm: grid
+search_space:
+  tag: {{type: choice, values: {json.dumps(values)}}}
+objective: {{goal: maximize, primary_metric: acc}}
+"""
+    return _sweep(tmp_path, body)
+
+
+def test_component_trial_plan_binds_hyperparameters_inputs_and_defaults(tmp_path: Path, hpcjobs_home: Path) -> None:
+    for site in (None, _site(hpcjobs_home, "tc")):
+        plan = api.plan(_component_sweep(tmp_path, ["a", "b"]), name="cs", site=site)
+        text = plan.scripts[0].text
+        assert "${AZUREML_SWEEP_tag}" in text and "${AZURE_ML_INPUT_lr}" in text and '--n "' not in text
+        exports = dict(line[len("export ") :].split("=", 1) for line in text.splitlines() if line.startswith("export AZURE"))
+        assert "AZURE_ML_INPUT_tag" not in exports  # per trial, from trials.sh
+        assert exports["AZURE_ML_INPUT_lr"] == "0.5" and exports["AZURE_ML_INPUT_data"] == shq(str(tmp_path / "data dir"))
+        assert exports["AZURE_ML_INPUT_greeting"] == shq(GREETING)
+        assert "AZURE_ML_INPUT_n" not in exports
+        trials = _files(plan)["trials.sh"].decode()
+        assert '[ -n "${AZUREML_SWEEP_tag+set}" ] && export AZURE_ML_INPUT_tag="$AZUREML_SWEEP_tag"' in trials
+        assert [c["extra"]["params"] for c in plan.children] == [{"tag": "a"}, {"tag": "b"}]
+
+
+def test_component_trial_rendered_script_gives_each_value_byte_for_byte(tmp_path: Path, hpcjobs_home: Path) -> None:
+    """Run the rendered array script itself with bash, one trial after the other, as the local runner would."""
+    values = [v for v in HOSTILE if v and "\n" not in v][:6]
+    plan = api.plan(_component_sweep(tmp_path, values), name="cs2")
+    for path, data in plan.files.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+    script = Path(plan.scripts[0].script_path)
+    script.write_text(plan.scripts[0].text)
+    for i, value in enumerate(values):
+        res = subprocess.run(
+            ["bash", str(script)], env={**_env(), "HPCJOBS_TASK_INDEX": str(i)}, capture_output=True, check=False
+        )
+        assert res.returncode == 0, res.stderr
+        got = (Path(plan.job_dir) / "trials" / str(i) / "named-outputs" / "out" / "values").read_bytes().split(b"\0")
+        expected = [value, "0.5", GREETING, value, value, str(tmp_path / "data dir"), ""]
+        assert got == [e.encode() for e in expected], (i, got)
+    assert not Path("/tmp/hpcjobs-pwned").exists()
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_"))}
+
+
+# --------------------------------------------------------------------------- finalize (a pipeline's sweep step)
+def _finalized_sweep(tmp_path: Path, results: dict[int, tuple[str, float | None]], goal: str = "minimize") -> Path:
+    job = Path(_fake_sweep(tmp_path, None))  # type: ignore[arg-type]
+    cfg = json.loads((job / ".hpcjobs" / "sweep.json").read_text())
+    cfg["objective"] = {"goal": goal, "primary_metric": "loss"}
+    trial_out = f"{job}/trials/$HPCJOBS_TASK_INDEX/named-outputs"
+    cfg["best_outputs"] = {
+        "model": {"trial": f"{trial_out}/model", "path": str(tmp_path / "best" / "model"), "type": "uri_folder"},
+        "score": {"trial": f"{trial_out}/score", "path": str(tmp_path / "best" / "score.txt"), "type": "uri_file"},
+    }
+    (job / ".hpcjobs" / "sweep.json").write_text(json.dumps(cfg))
+    (job / "trials.json").write_text(json.dumps({"trials": [{"index": i, "params": {"lr": i / 10}} for i in range(4)]}))
+    lines = []
+    for i, (status, value) in results.items():
+        out = job / "trials" / str(i) / "named-outputs"
+        (out / "model" / "sub").mkdir(parents=True)
+        (out / "model" / "sub" / "w.txt").write_text(f"weights of trial {i}\n")
+        (out / "score").write_text(f"{value}\n")
+        lines.append(json.dumps({"index": i, "status": status, "value": value, "points": []}))
+    (job / ".hpcjobs" / "results.jsonl").write_text("\n".join(lines) + ("\n" if lines else ""))
+    return job
+
+
+def test_finalize_places_the_best_completed_trials_outputs(tmp_path: Path) -> None:
+    job = _finalized_sweep(tmp_path, {0: ("completed", 0.4), 1: ("canceled", 0.1), 2: ("completed", 0.3), 3: ("failed", None)})
+    (tmp_path / "best" / "model").mkdir(parents=True)
+    (tmp_path / "best" / "model" / "stale.txt").write_text("from an earlier attempt\n")
+    assert controller.finalize(str(job)) == 0
+    # trial 1 was better but was stopped early: the best is the best COMPLETED trial
+    report = json.loads((job / ".hpcjobs" / "best.json").read_text())
+    assert (report["index"], report["value"], report["params"]) == (2, 0.3, {"lr": 0.2})
+    assert (tmp_path / "best" / "model" / "sub" / "w.txt").read_text() == "weights of trial 2\n"
+    assert (tmp_path / "best" / "score.txt").read_text() == "0.3\n"
+    src = job / "trials" / "2" / "named-outputs" / "model" / "sub" / "w.txt"
+    assert (tmp_path / "best" / "model" / "sub" / "w.txt").stat().st_ino == src.stat().st_ino  # a hard link, not a copy
+    assert report["outputs"] == {"model": str(tmp_path / "best" / "model"), "score": str(tmp_path / "best" / "score.txt")}
+    # the same rule as job show: maximize picks trial 0
+    job2 = _finalized_sweep(tmp_path / "max", {0: ("completed", 0.4), 2: ("completed", 0.3)}, goal="maximize")
+    assert controller.finalize(str(job2)) == 0 and json.loads((job2 / ".hpcjobs" / "best.json").read_text())["index"] == 0
+
+
+def test_finalize_fails_without_a_completed_trial(tmp_path: Path) -> None:
+    job = _finalized_sweep(tmp_path / "a", {0: ("canceled", 0.1), 1: ("failed", None)})
+    assert controller.finalize(str(job)) == controller.NO_TRIAL_COMPLETED
+    assert not (job / ".hpcjobs" / "best.json").exists() and not (tmp_path / "a" / "best" / "score.txt").exists()
+    job = _finalized_sweep(tmp_path / "b", {0: ("completed", None)})
+    assert controller.finalize(str(job)) == controller.NO_METRIC
+    job = _finalized_sweep(tmp_path / "c", {})
+    state = tmp_path / "c" / "state"
+    assert controller.finalize(str(job), str(state)) == 143
+    assert "no trial of the sweep ran" in (state / "canceled").read_text()
+    assert controller.main(["finalize", str(job), str(state)]) == 143
+
+
+def test_sweep_step_state_comes_from_its_trials_then_its_finalize_job() -> None:
+    from hpcjobs.store import JobRecord
+    from hpcjobs.sweep_step import step_status, trials_summary
+
+    def rec(name: str, status: str, **kw: Any) -> JobRecord:
+        return JobRecord(name=name, type="command", site="local", status=status, token="t", **kw)
+
+    step = JobRecord(
+        name="p_tune",
+        type="sweep",
+        site="local",
+        status="Queued",
+        token="t",
+        extra={"finalize": {"key": "tune"}, "sweep": {"objective": {"primary_metric": "loss"}}},
+    )
+    queued = [rec("p_tune_0", "Queued"), rec("p_tune_1", "Queued")]
+    assert step_status(step, {}, queued) == {}
+    running = [rec("p_tune_0", "Running", started=5.0), rec("p_tune_1", "Queued")]
+    assert step_status(step, {"reason": "Dependency"}, running) == {"status": "Running", "started": 5.0}
+    ended = [rec("p_tune_0", "Completed", started=5.0), rec("p_tune_1", "Canceled", started=7.0)]
+    assert step_status(step, {"status": "Running", "started": 20.0}, ended)["status"] == "Finalizing"
+    done = step_status(step, {"status": "Completed", "exit_code": 0, "ended": 30.0}, ended)
+    assert done["status"] == "Completed" and done["started"] == 5.0 and done["ended"] == 30.0
+    failed = [rec("p_tune_0", "Failed"), rec("p_tune_1", "Canceled")]
+    got = step_status(step, {"status": "Failed", "exit_code": controller.NO_TRIAL_COMPLETED, "reason": "exit code 3"}, failed)
+    assert (got["status"], got["reason"]) == ("Failed", "no trial completed")
+    got = step_status(step, {"status": "Failed", "exit_code": controller.NO_METRIC}, ended)
+    assert got["reason"] == "no completed trial logged the primary metric 'loss'"
+    assert trials_summary(ended) == {"total": 2, "counts": {"Completed": 1, "Canceled": 1}}
+    # cancelled: the step ends when its trials have stopped too, not before
+    stopping = [rec("p_tune_0", "Finalizing", started=5.0), rec("p_tune_1", "Canceled")]
+    got = step_status(step, {"status": "Canceled", "ended": 9.0}, stopping)
+    assert got["status"] == "Running" and "ended" not in got
+    assert step_status(step, {"status": "Canceled", "ended": 9.0}, failed)["status"] == "Canceled"
+
+
+def test_shipped_controller_modules_import_only_each_other_and_the_standard_library() -> None:
+    """What trials run on the cluster (``.hpcjobs/lib``) must not need an hpcjobs install."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    from hpcjobs.plan_sweep import LIB_MODULES
+
+    pkg = Path(__file__).resolve().parents[2] / "hpcjobs"
+    shipped = {"hpcjobs." + m.removesuffix(".py").replace("/", ".").removesuffix(".__init__") for m in LIB_MODULES}
+    shipped.add("hpcjobs")
+    allowed_third_party = {"optuna", "numpy", "scipy", "mlflow"}  # imported lazily, by the samplers that need them
+    for rel in LIB_MODULES:
+        tree = ast.parse((pkg / rel).read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top == "hpcjobs":
+                    assert name in shipped, f"{rel} imports {name}, which is not shipped (plan_sweep.LIB_MODULES)"
+                else:
+                    assert top in sys.stdlib_module_names or top in allowed_third_party or top == "__future__", (rel, name)

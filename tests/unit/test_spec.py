@@ -426,13 +426,6 @@ def test_sweep_early_termination_policies(tmp_path: Path, policy: str) -> None:
     assert job(tmp_path, text).job.early_termination is not None
 
 
-@pytest.mark.xfail(
-    reason="bug: spec/load.py load_job turns a component trial (trial: ./train.yml) into a TrialSpec without the "
-    "component's inputs, and spec/check.py check_job then checks ${{inputs.lr}} against the sweep's inputs only: "
-    "a hyperparameter named like a component input (Azure's rule), or a component input with a default, is "
-    "reported as 'refers to an input that is not declared'",
-    strict=True,
-)
 def test_sweep_trial_from_a_component_file(tmp_path: Path) -> None:
     write(tmp_path / "train.yml", COMPONENT)
     text = """
@@ -448,6 +441,111 @@ def test_sweep_trial_from_a_component_file(tmp_path: Path) -> None:
     loaded = job(tmp_path, text)
     assert isinstance(loaded.job.trial, m.TrialSpec)
     assert loaded.job.trial.command.startswith("python train.py")
+    # Azure's binding: the hyperparameter feeds the input of the same name, the sweep's
+    # inputs the others; the optional input without a value stays unset
+    assert loaded.trial_sampled == ("lr",)
+    assert set(loaded.job.inputs) == {"data"}
+    assert loaded.job.inputs["data"].path == "azureml://datastores/d/paths/x"
+    assert loaded.job.trial.environment is not None and loaded.job.trial.environment.image == "python:3.11"
+    # the component's outputs are the trial's
+    assert set(loaded.job.outputs) == {"model"} and loaded.job.outputs["model"].type == "uri_folder"
+
+
+COMPONENT_TRIAL = """
+type: sweep
+trial: file:./train.yml
+inputs:
+  data: ./data
+  epochs: 3
+sampling_algorithm: grid
+search_space:
+  lr: {type: choice, values: [0.1, 0.2]}
+objective: {goal: minimize, primary_metric: loss}
+"""
+
+
+def test_sweep_component_trial_binds_defaults_and_literals(tmp_path: Path) -> None:
+    write(tmp_path / "train.yml", COMPONENT)
+    # a default feeds the trial when the space does not sample that input
+    loaded = job(
+        tmp_path,
+        COMPONENT_TRIAL.replace("  lr: {type: choice, values: [0.1, 0.2]}", "  epochs: {type: choice, values: [1, 2]}").replace(
+            "  epochs: 3\n", ""
+        ),
+    )
+    assert loaded.trial_sampled == ("epochs",)
+    assert loaded.job.inputs["lr"].value == 0.01 and loaded.job.inputs["lr"].type == "number"
+    # a string literal for a data port is a path, relative to the sweep's file
+    loaded = job(tmp_path, COMPONENT_TRIAL)
+    assert loaded.job.inputs["data"].path == str(tmp_path / "data")
+    assert loaded.job.inputs["epochs"].value == 3 and "lr" not in loaded.job.inputs
+
+
+def _line_of(tmp_path: Path, needle: str) -> int:
+    lines = (tmp_path / "job.yml").read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if needle in line)
+
+
+@pytest.mark.parametrize(
+    ("change", "message", "needle"),
+    [
+        (
+            ("  lr: {type: choice", "  lrate: {type: choice"),
+            "search space parameter 'lrate' is not an input of component 'train_model'",
+            "lrate:",
+        ),
+        (("  epochs: 3", "  epoch: 3"), "component 'train_model' has no input 'epoch'", "epoch:"),
+        (("  epochs: 3", "  lr: 3"), "input 'lr' is given here and is also a hyperparameter", "  lr: 3"),
+        (("  data: ./data\n", ""), "required input 'data' of component 'train_model' has no value", "inputs:"),
+        (("  epochs: 3", "  epochs: many"), "expected an integer, got 'many'", "epochs: many"),
+        (
+            ("  lr: {type: choice, values: [0.1, 0.2]}", "  epochs: {type: uniform, min_value: 1, max_value: 9}"),
+            "a uniform distribution samples real numbers, but input 'epochs' of component 'train_model' is an integer",
+            "epochs: {type: uniform",
+        ),
+        (
+            ("  lr: {type: choice, values: [0.1, 0.2]}", "  lr: {type: choice, values: [fast, slow]}"),
+            "'fast' cannot be a value of input 'lr'",
+            "lr: {type",
+        ),
+        (("  lr: {type: choice", "  data: {type: choice"), "input 'data' of component 'train_model' is data", "data: {type"),
+    ],
+)
+def test_sweep_component_trial_errors_point_at_the_job_file(
+    tmp_path: Path, change: tuple[str, str], message: str, needle: str
+) -> None:
+    write(tmp_path / "train.yml", COMPONENT)
+    text = COMPONENT_TRIAL.replace(*change)
+    if "epochs: {type: uniform" in text:
+        text = text.replace("  epochs: 3\n", "")
+    if "data: {type: choice" in text:
+        text = text.replace("  data: ./data\n", "")
+    err = job_error(tmp_path, text)
+    assert message in err.message, err.message
+    assert err.location is not None and err.location.file.endswith("job.yml")
+    assert err.location.line == _line_of(tmp_path, needle), (err.location, needle)
+
+
+def test_sweep_component_trial_output_must_be_the_components(tmp_path: Path) -> None:
+    write(tmp_path / "train.yml", COMPONENT)
+    err = job_error(tmp_path, COMPONENT_TRIAL + "outputs:\n  modle:\n    mode: upload\n")
+    assert "component 'train_model' has no output 'modle'" in err.message and "did you mean 'model'" in (err.hint or "")
+    assert err.location is not None and err.location.line == _line_of(tmp_path, "modle:")
+    loaded = job(tmp_path, COMPONENT_TRIAL + "outputs:\n  model:\n    mode: upload\n")
+    assert loaded.job.outputs["model"].mode == "upload" and loaded.job.outputs["model"].type == "uri_folder"
+
+
+def test_sweep_component_trial_file_not_found(tmp_path: Path) -> None:
+    err = job_error(tmp_path, COMPONENT_TRIAL.replace("file:./train.yml", "./nope.yml"))
+    assert "component file './nope.yml' not found" in err.message
+    assert err.location is not None and err.location.line == _line_of(tmp_path, "trial:")
+
+
+def test_sweep_component_command_errors_point_at_the_component(tmp_path: Path) -> None:
+    write(tmp_path / "train.yml", COMPONENT.replace("--lr ${{inputs.lr}}", "--lr ${{inputs.lrr}}"))
+    err = job_error(tmp_path, COMPONENT_TRIAL)
+    assert "${{inputs.lrr}} refers to an input that is not declared" in err.message
+    assert err.location is not None and err.location.file.endswith("train.yml")
 
 
 # --------------------------------------------------------------------------- components and pipelines
@@ -589,6 +687,80 @@ def test_pipeline_sweep_step(tmp_path: Path) -> None:
     """
     loaded = job(tmp_path, text)
     assert isinstance(loaded.job.jobs["tune"], m.SweepNode)
+    # the trial component is loaded and checked with the pipeline, like a component step's
+    assert loaded.components["tune"][0].name == "train_model"
+
+
+SWEEP_STEP = """
+type: pipeline
+jobs:
+  prep:
+    command: echo > ${{outputs.out}}/x
+    outputs:
+      out:
+  tune:
+    type: sweep
+    trial: ./train.yml
+    inputs:
+      data: ${{parent.jobs.prep.outputs.out}}
+    sampling_algorithm: grid
+    search_space:
+      lr: {type: choice, values: [0.1, 0.2]}
+    objective: {goal: minimize, primary_metric: loss}
+    outputs:
+      model:
+  use:
+    command: ls ${{inputs.m}}
+    inputs:
+      m: ${{parent.jobs.tune.outputs.model}}
+"""
+
+
+def test_pipeline_sweep_step_binds_like_a_component(tmp_path: Path) -> None:
+    write(tmp_path / "train.yml", COMPONENT)
+    loaded = job(tmp_path, SWEEP_STEP)
+    assert loaded.step_deps == {"prep": set(), "tune": {"prep"}, "use": {"tune"}}
+
+
+@pytest.mark.parametrize(
+    ("change", "message", "needle"),
+    [
+        (
+            ("      lr: {type", "      rate: {type"),
+            "search space parameter 'rate' is not an input of component 'train_model'",
+            "rate:",
+        ),
+        (("      data: ${{parent", "      dta: ${{parent"), "component 'train_model' has no input 'dta'", "dta:"),
+        (
+            ("      data: ${{parent.jobs.prep.outputs.out}}", "      data: ${{parent.jobs.prep.outputs.out}}\n      lr: 1"),
+            "is also a hyperparameter",
+            "lr: 1",
+        ),
+        (
+            ("      data: ${{parent.jobs.prep.outputs.out}}\n", "      epochs: 2\n"),
+            "required input 'data' of component 'train_model' has no value",
+            "    inputs:",
+        ),
+        (("    outputs:\n      model:", "    outputs:\n      modl:"), "component 'train_model' has no output 'modl'", "modl:"),
+        (("    sampling_algorithm: grid\n", ""), "limits.max_total_trials is required", "type: sweep"),
+        (
+            ("{type: choice, values: [0.1, 0.2]}", "{type: choice, values: [true, false]}"),
+            "True cannot be a value of input 'lr'",
+            "lr: {type",
+        ),
+        (("trial: ./train.yml", "trial: ./tain.yml"), "component file './tain.yml' not found", "trial:"),
+    ],
+)
+def test_pipeline_sweep_step_errors_point_at_the_pipeline_file(
+    tmp_path: Path, change: tuple[str, str], message: str, needle: str
+) -> None:
+    write(tmp_path / "train.yml", COMPONENT)
+    text = SWEEP_STEP.replace(*change)
+    assert text != SWEEP_STEP
+    err = job_error(tmp_path, text)
+    assert message in err.message, err.message
+    assert err.location is not None and err.location.file.endswith("job.yml")
+    assert err.location.line == _line_of(tmp_path, needle), (err.location, needle)
 
 
 # --------------------------------------------------------------------------- --set

@@ -9,6 +9,11 @@ from pathlib import Path
 
 from common import predict, read_rows
 
+try:
+    import mlflow
+except ImportError:  # the pipeline runs without MLflow; a sweep over this step needs the metric
+    mlflow = None
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -39,6 +44,9 @@ def main() -> None:
     out = Path(args.model)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").write_text(json.dumps({"weights": w, "train_loss": loss, "rows": len(rows)}, indent=1))
+    if mlflow is not None:
+        # the primary metric of tune-pipeline.yml's sweep step
+        mlflow.log_metric("train_loss", loss)
     # ./outputs comes back with `hpcjobs job download`
     Path("outputs").mkdir(exist_ok=True)
     (Path("outputs") / "train_loss.txt").write_text(f"{loss:.6f}\n")

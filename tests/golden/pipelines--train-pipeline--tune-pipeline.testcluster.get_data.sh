@@ -1,0 +1,58 @@
+#!/bin/bash
+#SBATCH --job-name=golden_job_get_data
+#SBATCH --comment=hpcjobs:0000000000000000
+#SBATCH --partition=debug
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --time=00:30:00
+#SBATCH --output=@JOB_ROOT@/golden_job/steps/get_data/user_logs/std_log.txt
+#SBATCH --open-mode=append
+# ---------------------------------------------------------------------------
+# hpcjobs @VERSION@: pipeline job golden_job_get_data
+# Rendered from templates/job.sh.j2. Every value that came from YAML or the
+# command line is quoted below; nothing from the user can add an #SBATCH line.
+# ---------------------------------------------------------------------------
+set -o pipefail
+umask 0022
+export HPCJOBS_JOB_NAME=golden_job_get_data
+export HPCJOBS_JOB_DIR=@JOB_ROOT@/golden_job/steps/get_data
+export HPCJOBS_TASK_DIR="$HPCJOBS_JOB_DIR"
+export HPCJOBS_STATE="$HPCJOBS_TASK_DIR/.hpcjobs"
+export HPCJOBS_WORK="$HPCJOBS_TASK_DIR/wd"
+mkdir -p "$HPCJOBS_STATE" "$HPCJOBS_WORK/outputs" "$HPCJOBS_WORK/logs" || exit 70
+date +%s > "$HPCJOBS_STATE/started"
+hpcjobs_finish() {
+    local rc=$1
+    # ended first: whoever sees exit_code can rely on ended being there
+    date +%s > "$HPCJOBS_STATE/ended"
+    printf '%s\n' "$rc" > "$HPCJOBS_STATE/exit_code.tmp" && mv -f "$HPCJOBS_STATE/exit_code.tmp" "$HPCJOBS_STATE/exit_code"
+    exit "$rc"
+}
+trap 'hpcjobs_finish 143' TERM
+trap 'hpcjobs_finish 130' INT
+# code snapshot, available at the same relative paths as on Azure ML
+if [ ! -e "$HPCJOBS_STATE/code_copied" ]; then
+    cp -R @JOB_ROOT@/.snapshots/@DIGEST@/. "$HPCJOBS_WORK/" || hpcjobs_finish 71
+    : > "$HPCJOBS_STATE/code_copied"
+fi
+# environment: site defaults, then the job's environment_variables, then hpcjobs' own
+# MLflow: attach this job to its run (sets MLFLOW_TRACKING_URI, MLFLOW_RUN_ID, MLFLOW_EXPERIMENT_ID)
+if hpcjobs_mlflow_env=$(python3 @JOB_ROOT@/golden_job/.mlflow/hpcjobs_mlflow.py start @JOB_ROOT@/golden_job/steps/get_data/.mlflow/get_data.json); then eval "$hpcjobs_mlflow_env"; fi; unset hpcjobs_mlflow_env
+export AZURE_ML_INPUT_n_samples=400
+export AZUREML_PARAMETER_n_samples=400
+export AZURE_ML_INPUT_seed=0
+export AZUREML_PARAMETER_seed=0
+export AZURE_ML_INPUT_test_fraction=0.25
+export AZUREML_PARAMETER_test_fraction=0.25
+export AZURE_ML_OUTPUT_train_data=@JOB_ROOT@/golden_job/steps/get_data/named-outputs/train_data
+export AZURE_ML_OUTPUT_test_data=@JOB_ROOT@/golden_job/steps/get_data/named-outputs/test_data
+mkdir -p @JOB_ROOT@/golden_job/steps/get_data/named-outputs/train_data
+mkdir -p @JOB_ROOT@/golden_job/steps/get_data/named-outputs/test_data
+cd "$HPCJOBS_WORK" || hpcjobs_finish 73
+# the user's command, written verbatim (expressions already turned into quoted variables)
+cat > "$HPCJOBS_STATE/command.sh" <<'HPCJOBS_COMMAND_EOF'
+python3 get_data.py --n_samples "${AZURE_ML_INPUT_n_samples}" --seed "${AZURE_ML_INPUT_seed}" --test_fraction "${AZURE_ML_INPUT_test_fraction}" --train_data "${AZURE_ML_OUTPUT_train_data}" --test_data "${AZURE_ML_OUTPUT_test_data}"
+HPCJOBS_COMMAND_EOF
+bash "$HPCJOBS_STATE/command.sh"
+rc=$?
+hpcjobs_finish "$rc"
