@@ -216,6 +216,7 @@ class RunRef:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     metric_keys: set[str] = field(default_factory=set)
+    start_time: int | None = None
 
 
 class Dest(abc.ABC):
@@ -268,6 +269,7 @@ def _run_ref_from_rest(run: dict[str, Any]) -> RunRef:
         params={p["key"]: p.get("value", "") for p in data.get("params", [])},
         tags={t["key"]: t.get("value", "") for t in data.get("tags", [])},
         metric_keys={m["key"] for m in data.get("metrics", [])},
+        start_time=int(info["start_time"]) if info.get("start_time") else None,
     )
 
 
@@ -289,6 +291,7 @@ class RestDest(Dest):
             experiment_id=experiment_id,
             artifact_uri=str(info.get("artifact_uri", "")),
             tags=dict(tags),
+            start_time=start_time,
         )
 
     def get_run(self, run_id: str) -> RunRef | None:
@@ -419,6 +422,7 @@ class ClientDest(Dest):
             params=dict(run.data.params),
             tags=dict(run.data.tags),
             metric_keys=set(run.data.metrics),
+            start_time=int(run.info.start_time) if run.info.start_time else None,
         )
 
     def create_run(self, experiment_id: str, name: str, start_time: int, tags: dict[str, str]) -> RunRef:
@@ -668,5 +672,9 @@ def sync_run(dest: Dest, spec: RunSpec, *, on_run: Callable[[RunRef], None] | No
             dest.upload(run, files, artifact_path)
             report.artifacts += len(files)
             _fault("mlflow_import_artifacts")
-    dest.update_run(run.run_id, status=spec.status, end_time=spec.end_time, name=spec.run_name)
+    end_time = spec.end_time
+    if end_time is not None and run.start_time and end_time < run.start_time:
+        # the scheduler reports whole seconds, the job started its run to the millisecond
+        end_time = run.start_time
+    dest.update_run(run.run_id, status=spec.status, end_time=end_time, name=spec.run_name)
     return report

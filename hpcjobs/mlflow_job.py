@@ -14,6 +14,8 @@ for hpcjobs to read when the job ends.
   (and claimed ``<task_dir>/.mlflow/run_id``) the job resumes it; otherwise the job
   creates it and claims the file, and whoever loses the claim deletes its own run, so a
   job never has two runs.  A server the job cannot reach makes it fall back to offline.
+  A sweep's trial or a pipeline's step nests its run under the sweep's or pipeline's
+  run (``mlflow.parentRunId``; the CLI created that run and wrote its id to ``parent_claim``).
 * ``offline`` mode: the run lives in a file store inside the task directory
   (``<task_dir>/mlruns``), created here by writing MLflow's file-store layout directly;
   hpcjobs imports it into the user's tracking store after the job.
@@ -515,9 +517,33 @@ def start(config_path: str, *, out: Any = None) -> int:
     return 0
 
 
+def _parent_run(cfg: dict[str, Any]) -> str:
+    """The run id of the sweep or pipeline this trial or step belongs to ("" if not known yet).
+
+    The CLI creates that run right after submitting and writes its id to ``parent_claim``;
+    a step that starts first waits a moment for it.  Without it the step's run is still
+    made a child of the parent's run, later, when hpcjobs imports the step.
+    """
+    path = str(cfg.get("parent_claim") or "")
+    if not path:
+        return ""
+    deadline = time.monotonic() + float(cfg.get("claim_wait", 3.0))
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not os.path.exists(path):
+        return ""
+    try:
+        return str(_read_claim(path, wait=2.0)["run_id"])
+    except MlflowApiError:
+        return ""
+
+
 def _start_direct(cfg: dict[str, Any], uri: str, task_dir: str, state: dict[str, Any]) -> dict[str, str]:
     client = RestClient(uri, timeout=float(cfg.get("timeout", 10)))
     claim_path = os.path.join(task_dir, ".mlflow", "run_id")
+    parent = str(state.get("parent_run_id") or "") or _parent_run(cfg)
+    if parent:
+        state["parent_run_id"] = parent
     run_id = str(state.get("run_id") or "") if state.get("mode") == "direct" else ""
     exp_id = str(state.get("experiment_id") or "")
     if not run_id and not os.path.exists(claim_path) and cfg.get("expect_claim"):
@@ -531,6 +557,9 @@ def _start_direct(cfg: dict[str, Any], uri: str, task_dir: str, state: dict[str,
     if not run_id:
         exp_id = client.get_or_create_experiment(_experiment_name(cfg))
         tags = {**_job_tags(cfg), "hpcjobs.run_key": str(cfg.get("run_key", ""))}
+        if parent:
+            # nested under the sweep's or pipeline's run from the start, as in Azure ML
+            tags["mlflow.parentRunId"] = parent
         info = client.create_run(exp_id, _run_name(cfg), tags=tags)
         mine = str(info["run_id"])
         if _claim(claim_path, json.dumps({"run_id": mine, "experiment_id": exp_id, "by": "job"})):
@@ -543,12 +572,25 @@ def _start_direct(cfg: dict[str, Any], uri: str, task_dir: str, state: dict[str,
                 client.delete_run(mine)
     client.update_run(run_id, status="RUNNING")
     extra = _job_tags(cfg)
+    if parent:
+        extra["mlflow.parentRunId"] = parent
+        _parent_running(client, parent)
     params = _sweep_params()
     existing = client.get_run(run_id).get("data", {})
     have = {p["key"]: p.get("value") for p in existing.get("params", [])}
     params = {k: v for k, v in params.items() if k not in have}
     client.log_batch(run_id, params=params, tags=extra)
     return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_RUN_ID": run_id, "MLFLOW_EXPERIMENT_ID": exp_id}
+
+
+def _parent_running(client: RestClient, parent: str) -> None:
+    # the first trial or step to start moves its parent's run from SCHEDULED to RUNNING;
+    # hpcjobs sets the final status when the sweep or pipeline has ended
+    try:
+        if client.get_run(parent).get("info", {}).get("status") == "SCHEDULED":
+            client.update_run(parent, status="RUNNING")
+    except MlflowApiError:
+        pass
 
 
 def _start_offline(cfg: dict[str, Any], task_dir: str, state: dict[str, Any]) -> dict[str, str]:

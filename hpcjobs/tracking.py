@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from hpcjobs import paths
 
@@ -206,6 +206,15 @@ def helper_path(job_dir: str) -> str:
     return f"{job_dir}/.mlflow/{HELPER_NAME}"
 
 
+def run_claim_path(job_dir: str) -> str:
+    """The claim of a job's run in direct mode: ``<job dir>/.mlflow/run_id`` (see ``mlflow_job._claim``).
+
+    A command job's helper resumes the run named there; the trials and steps of a sweep or
+    pipeline read their parent's run from it.
+    """
+    return f"{job_dir}/.mlflow/run_id"
+
+
 def script_env(
     site: Site, target: Target, plan: Plan, *, key: str, job_name: str, task_dir: str, array: bool
 ) -> tuple[list[tuple[str, str]], list[str]]:
@@ -233,6 +242,8 @@ def script_env(
         "array": array,
         # on_submitted creates the run of a plain command job on the server and claims it
         "expect_claim": mode == "direct" and key == "main" and not array and plan.kind == "command",
+        # ... and the run of a sweep or pipeline, whose trials and steps become its child runs
+        "parent_claim": run_claim_path(plan.job_dir) if mode == "direct" and plan.kind in ("sweep", "pipeline") else None,
         "timeout": IMPORT_TIMEOUT,
         # the experiment name is known only once the plan is complete: read from job.json at run time
         "job_json": f"{plan.job_dir}/job.json",
@@ -357,7 +368,8 @@ def on_submitted(site: Site, plan: Plan, records: list[JobRecord], store: Store)
         settings: dict[str, Any] = {"uri": uri, "mode": mode}
         if mode != "none":
             settings["params"] = literal_params(plan)
-            if is_http(uri) and top.type == "command" and uri not in _down:
+            # a sweep's or pipeline's run too: its trials and steps are nested under it as they start
+            if is_http(uri) and top.type in ("command", "sweep", "pipeline") and uri not in _down:
                 settings.update(_create_run_at_submit(site, plan, top, uri, settings["params"], job_log_mode(site, uri)))
         _save(store, top.name, **settings)
         if mode != "none":
@@ -452,7 +464,7 @@ def _create_run_at_submit(
         client.update_run(run_id, status="SCHEDULED")
         if job_mode == "direct" and rec.job_dir:
             claim = json.dumps({"run_id": run_id, "experiment_id": exp_id, "by": "cli"})
-            other = _claim_on_target(site, f"{rec.job_dir}/.mlflow/run_id", claim)
+            other = _claim_on_target(site, run_claim_path(rec.job_dir), claim)
             if other is not None:
                 # the job started first and made its own run: keep that one
                 with contextlib.suppress(MlflowUnreachable, MlflowApiError):
@@ -597,6 +609,9 @@ def _needs_sync(rec: JobRecord, store: Store, force: bool) -> bool:
             return False
     except ValueError:
         return False
+    if rec.extra.get("reused_from"):
+        # a reused pipeline step ran in an earlier pipeline, whose run it is: no new run
+        return False
     settings = _settings(rec, store)
     if settings.get("mode") == "none":
         return False
@@ -671,6 +686,9 @@ def _fetch(backend: Backend, rec: JobRecord, dest: Path) -> list[str]:
         pairs += [(f"{task}/mlruns", "mlruns"), (f"{task}/wd/outputs", "outputs"), (f"{task}/wd/logs", "logs")]
     if rec.job_dir and (not rec.parent or rec.type in ("sweep", "pipeline") or "step" in rec.extra):
         pairs.append((f"{rec.job_dir}/user_logs", "user_logs"))
+    elif rec.job_dir and "trial_index" in rec.extra:
+        # a trial's log is one file of its sweep's user_logs: its run gets it as std_log.txt, as on Azure
+        pairs.append((f"{rec.job_dir}/user_logs/std_log_{int(rec.extra['trial_index'])}.txt", "user_logs/std_log.txt"))
     res = backend.transport.run(tar_command(pairs))
     if not res.stdout:
         return []
@@ -697,6 +715,34 @@ def _run_params(rec: JobRecord, settings: dict[str, Any]) -> dict[str, str]:
         # the same text the trial saw in $AZUREML_SWEEP_<name>
         params.update({str(k): format_value(v) for k, v in sampled.items()})
     return params
+
+
+def _parent_tags(rec: JobRecord, children: Sequence[JobRecord], store: Store, uri: str) -> dict[str, str]:
+    """Tags of a sweep's run (its best trial's run) or a pipeline's run (the runs of reused steps)."""
+    tags: dict[str, str] = {}
+    if rec.type == "sweep":
+        from hpcjobs import sweep_status
+
+        try:
+            best = sweep_status.best_for_import(rec, list(children))
+        except Exception as exc:  # noqa: BLE001 - the run is worth recording without it
+            log.debug("MLflow: best trial of %s unknown: %s", rec.name, exc)
+            best = None
+        if best is not None:
+            child, value = best
+            child_run = _mlflow_extra(child).get("run_id")
+            if child_run and _mlflow_extra(child).get("uri", uri) == uri:
+                tags.update(sweep_status.best_child_tags(str(child_run), child.name, value))
+    elif rec.type == "pipeline":
+        for child in children:
+            original = child.extra.get("reused_from")
+            if not original:
+                continue
+            with contextlib.suppress(Exception):
+                theirs = _mlflow_extra(store.get(str(original)))
+                if theirs.get("run_id") and theirs.get("uri", uri) == uri:
+                    tags[f"hpcjobs.reused.{child.extra.get('step', child.name)}"] = str(theirs["run_id"])
+    return tags
 
 
 def _ms(ts: float | None) -> int | None:
@@ -730,6 +776,8 @@ def _sync_one(site: Site, backend: Backend, rec: JobRecord, store: Store, uri: s
         tags = record_tags(rec)
         if parent_run:
             tags["mlflow.parentRunId"] = str(parent_run)
+        children: Sequence[JobRecord] = store.children(rec.name) if rec.type in ("sweep", "pipeline") else []
+        tags.update(_parent_tags(rec, children, store, uri))
         spec = RunSpec(
             token=rec.token,
             run_name=rec.name,
@@ -749,11 +797,13 @@ def _sync_one(site: Site, backend: Backend, rec: JobRecord, store: Store, uri: s
             _save(store, rec.name, uri=uri, run_id=run.run_id, experiment_id=run.experiment_id, state="importing")
 
         report = sync_run(dest, spec, on_run=remember)
-    if rec.type in ("sweep", "pipeline"):
-        for child in cast("Sequence[JobRecord]", store.children(rec.name)):
-            child_run = _mlflow_extra(child).get("run_id")
-            if child_run and _mlflow_extra(child).get("uri", uri) == uri:
-                dest.log_batch(str(child_run), [], {}, {"mlflow.parentRunId": report.run_id})
+    for child in children:
+        child_run = _mlflow_extra(child).get("run_id")
+        if child_run and not child.extra.get("reused_from") and _mlflow_extra(child).get("uri", uri) == uri:
+            dest.log_batch(str(child_run), [], {}, {"mlflow.parentRunId": report.run_id})
+    if "best_child_run_id" in spec.tags:
+        fresh = store.get(rec.name)
+        store.update(rec.name, extra={**fresh.extra, "best_child_tagged": True})
     skipped = [*refused, *report.skipped][:50]
     _save(
         store,
@@ -826,7 +876,13 @@ def sync(names: Sequence[str] = (), *, all_jobs: bool = False, force: bool = Fal
         # re-read: a background importer may have recorded it while this waited for the lock
         r = store.get(r.name)
         own = _mlflow_extra(r)
-        state = own.get("state") or ("disabled" if _settings(r, store).get("mode") == "none" else "waiting for the job to end")
+        state = own.get("state") or (
+            "disabled"
+            if _settings(r, store).get("mode") == "none"
+            else "reused"
+            if r.extra.get("reused_from")
+            else "waiting for the job to end"
+        )
         results.append({"name": r.name, "status": r.status, "mlflow": state, "run_id": own.get("run_id")})
     for res in results:
         res.setdefault("status", store.get(res["name"]).status)

@@ -547,3 +547,331 @@ def test_iris_model_registered_and_loadable(hj: Callable[..., Any], home: Path, 
     assert int(again["version"]) == int(model["version"]) + 1
     bad = hj("model", "create", "--name", "x", "--job", name, "--path", "outputs/nothing-here")
     assert bad.returncode == 2 and "no artifacts under 'outputs/nothing-here'" in bad.stderr
+
+
+# ------------------------------------------------------------------------------- pipelines and sweeps
+#: a pipeline whose steps log to MLflow: prep -> train (a data edge), and side (independent).
+#: `--set jobs.prep.inputs.fail=3` makes prep fail; `--set jobs.side.inputs.sleep=N` keeps side running.
+PIPELINE = """
+$schema: https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json
+type: pipeline
+display_name: mlflow pipeline
+description: chained steps that log to MLflow
+EXPERIMENT_LINE
+tags:
+  purpose: hpcjobs-tests
+inputs:
+  lr: 0.5
+jobs:
+  prep:
+    command: |
+      python - ${{inputs.rows}} ${{outputs.data}} <<'PY'
+      import os, sys
+      import mlflow
+      rows, out = int(sys.argv[1]), sys.argv[2]
+      with open(os.path.join(out, "data.txt"), "w") as f:
+          f.write("\\n".join(str(i) for i in range(rows)) + "\\n")
+      os.makedirs("outputs", exist_ok=True)
+      with open("outputs/prep.txt", "w") as f:
+          f.write(f"{rows} rows\\n")
+      mlflow.log_metric("rows", rows)
+      PY
+      exit ${{inputs.fail}}
+    inputs:
+      rows: 5
+      fail: 0
+    outputs:
+      data:
+  train:
+    command: |
+      python - ${{inputs.data}} ${{inputs.lr}} <<'PY'
+      import os, sys
+      import mlflow
+      data, lr = sys.argv[1], float(sys.argv[2])
+      rows = open(os.path.join(data, "data.txt")).read().split()
+      for step in range(4):
+          mlflow.log_metric("loss", lr / (step + 1), step=step)
+      mlflow.log_param("from_code", "yes")
+      os.makedirs("outputs", exist_ok=True)
+      with open("outputs/model.bin", "wb") as f:
+          f.write(bytes(range(256)) * 4 + f"trained on {len(rows)} rows".encode())
+      # what the step's own run says while it runs (in direct mode: already nested)
+      run = mlflow.get_run(mlflow.active_run().info.run_id)
+      parent = run.data.tags.get("mlflow.parentRunId")
+      print("PARENT_RUN", parent)
+      if parent:
+          print("PARENT_STATUS", mlflow.get_run(parent).info.status)
+      PY
+    inputs:
+      data: ${{parent.jobs.prep.outputs.data}}
+      lr: ${{parent.inputs.lr}}
+  side:
+    command: echo side step; sleep ${{inputs.sleep}}
+    inputs:
+      sleep: 0
+"""
+
+STEPS = ("prep", "train", "side")
+#: every step runs (the tests share one job store: identical steps of earlier tests would be reused)
+RERUN = ("--set", "settings.force_rerun=true")
+
+
+def write_pipeline(folder: Path, experiment: str | None) -> Path:
+    """The pipeline in *folder* (its name is the experiment when *experiment* is None, as on Azure)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    line = f"experiment_name: {experiment}" if experiment else ""
+    p = folder / "pipeline.yml"
+    p.write_text(textwrap.dedent(PIPELINE).lstrip().replace("EXPERIMENT_LINE", line))
+    return p
+
+
+def mlflow_client(uri: str) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def run_tree(uri: str, experiment: str, name: str) -> tuple[Any, dict[str, Any]]:
+    """The job's run and its child runs by name, found as a user would (tags.mlflow.parentRunId)."""
+    client = mlflow_client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment!r}"
+    top = client.search_runs([exp.experiment_id], filter_string=f"attributes.run_name = '{name}'")
+    assert len(top) == 1, [r.info.run_id for r in top]
+    parent = top[0]
+    kids = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    by_name = {r.info.run_name: r for r in kids}
+    assert len(by_name) == len(kids), [r.info.run_name for r in kids]
+    return parent, by_name
+
+
+def all_runs(uri: str, experiment: str) -> list[Any]:
+    client = mlflow_client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return list(client.search_runs([exp.experiment_id], max_results=1000)) if exp is not None else []
+
+
+def check_pipeline(
+    uri: str, experiment: str, name: str, step_dirs: dict[str, Path], tmp_path: Path, *, status: str = "FINISHED"
+) -> tuple[Any, dict[str, Any]]:
+    """The pipeline's run and one child run per step, complete: what an Azure ML user checks."""
+    client = mlflow_client(uri)
+    parent, kids = run_tree(uri, experiment, name)
+    assert parent.info.status == status
+    assert set(kids) == {f"{name}_{s}" for s in STEPS}
+    ptags = parent.data.tags
+    assert ptags["mlflow.runName"] == name and ptags["hpcjobs.job_name"] == name
+    assert ptags["hpcjobs.job_type"] == "pipeline" and ptags["purpose"] == "hpcjobs-tests"
+    assert ptags["hpcjobs.display_name"] == "mlflow pipeline"
+    assert ptags["mlflow.note.content"] == "chained steps that log to MLflow"
+    assert "mlflow.parentRunId" not in ptags
+    for step in STEPS:
+        run = kids[f"{name}_{step}"]
+        tags = run.data.tags
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["hpcjobs.job_name"] == run.info.run_name == tags["mlflow.runName"]
+        assert tags["hpcjobs.parent_job_name"] == name
+        assert run.info.end_time >= run.info.start_time >= parent.info.start_time
+        assert run.info.end_time <= parent.info.end_time
+    train = kids[f"{name}_train"]
+    if status == "FINISHED":
+        assert {s: kids[f"{name}_{s}"].info.status for s in STEPS} == dict.fromkeys(STEPS, "FINISHED")
+        assert kids[f"{name}_prep"].data.params == {"rows": "5", "fail": "0"}
+        assert kids[f"{name}_prep"].data.metrics == {"rows": 5.0}
+        # the step's literal inputs (lr bound to the pipeline's input) and what its code logged
+        assert train.data.params == {"lr": "0.5", "from_code": "yes"}
+        hist = client.get_metric_history(train.info.run_id, "loss")
+        assert sorted((m.step, m.value) for m in hist) == [(i, 0.5 / (i + 1)) for i in range(4)]
+        for step in ("prep", "train"):
+            run = kids[f"{name}_{step}"]
+            got = Path(client.download_artifacts(run.info.run_id, "outputs", str(tmp_path / f"dl-{run.info.run_id}")))
+            assert tree(got) == tree(step_dirs[step] / "wd" / "outputs")
+            logs = Path(client.download_artifacts(run.info.run_id, "user_logs", str(tmp_path / f"log-{run.info.run_id}")))
+            assert (logs / "std_log.txt").read_bytes() == (step_dirs[step] / "user_logs" / "std_log.txt").read_bytes()
+        assert (
+            b"side step"
+            in (
+                Path(client.download_artifacts(kids[f"{name}_side"].info.run_id, "user_logs/std_log.txt", str(tmp_path / "side")))
+            ).read_bytes()
+        )
+    return parent, kids
+
+
+def step_dirs_of(home: Path, name: str) -> dict[str, Path]:
+    return {s: Path(job_extra(home, f"{name}_{s}")["_job_dir"]) for s in STEPS}
+
+
+def test_pipeline_embedded_default(hj: Callable[..., Any], home: Path, tmp_path: Path) -> None:
+    """Site local, the embedded store: one run for the pipeline, one child run per step; re-imports and reuse add none."""
+    pipeline = write_pipeline(tmp_path / "pipe-embedded", None)
+    name = run_name_of(ok(hj("job", "create", "-f", str(pipeline), "--stream")))
+    synced = json.loads(ok(hj("job", "sync", "-n", name, "-o", "json")).stdout)
+    assert {r["name"]: r["mlflow"] for r in synced} == {name: "imported", **{f"{name}_{s}": "imported" for s in STEPS}}
+    uri = ok(hj("mlflow-uri")).stdout.strip()
+    # no experiment_name: the folder of the pipeline's file, for the pipeline and its steps
+    experiment = "pipe-embedded"
+    parent, kids = check_pipeline(uri, experiment, name, step_dirs_of(home, name), tmp_path)
+    assert parent.info.run_id == json.loads(ok(hj("job", "mlflow", "-n", name)).stdout)["run_id"]
+    # offline (the embedded store): the step's run is nested when hpcjobs records it, not while it runs
+    assert "PARENT_RUN None" in (step_dirs_of(home, name)["train"] / "user_logs" / "std_log.txt").read_text()
+    before = sorted(r.info.run_id for r in all_runs(uri, experiment))
+    assert len(before) == 4
+    for _ in range(2):
+        again = json.loads(ok(hj("job", "sync", "-n", name, "--force", "-o", "json")).stdout)
+        assert all(r["mlflow"] == "imported" and not r["created"] and r["metrics"] == 0 for r in again), again
+    assert sorted(r.info.run_id for r in all_runs(uri, experiment)) == before
+    client = mlflow_client(uri)
+    assert len(client.get_metric_history(kids[f"{name}_train"].info.run_id, "loss")) == 4
+    check_pipeline(uri, experiment, name, step_dirs_of(home, name), tmp_path / "again")
+
+    # the same pipeline again: every step is reused, so only the pipeline gets a run, naming the reused runs
+    second = run_name_of(ok(hj("job", "create", "-f", str(pipeline), "--stream")))
+    res = json.loads(ok(hj("job", "sync", "-n", second, "-o", "json")).stdout)
+    assert {r["name"]: r["mlflow"] for r in res} == {second: "imported", **{f"{second}_{s}": "reused" for s in STEPS}}
+    parent2, kids2 = run_tree(uri, experiment, second)
+    assert parent2.info.status == "FINISHED" and kids2 == {}
+    assert {k: v for k, v in parent2.data.tags.items() if k.startswith("hpcjobs.reused.")} == {
+        f"hpcjobs.reused.{s}": kids[f"{name}_{s}"].info.run_id for s in STEPS
+    }
+    # the reused runs still belong to the first pipeline
+    assert set(run_tree(uri, experiment, name)[1]) == set(kids)
+    assert len(all_runs(uri, experiment)) == 5
+
+
+def test_pipeline_direct(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    """Direct mode: the pipeline's run exists from submission; steps are its child runs while they run."""
+    pipeline = write_pipeline(tmp_path / "p", "pipe-direct")
+    res = ok(hj("job", "create", "-f", str(pipeline), "--site", "mlf-direct", "--stream", "--web", *RERUN))
+    name = run_name_of(res)
+    parent, kids = check_pipeline(up.uri, "pipe-direct", name, step_dirs_of(home, name), tmp_path)
+    url = next(line.split()[-1] for line in res.stderr.splitlines() if line.startswith("MLflow run:"))
+    assert url == f"{up.uri}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    log = (step_dirs_of(home, name)["train"] / "user_logs" / "std_log.txt").read_text()
+    assert f"PARENT_RUN {parent.info.run_id}" in log and "PARENT_STATUS RUNNING" in log, log
+    # the step logged straight to the server, into the run that hpcjobs then completed
+    state = json.loads((step_dirs_of(home, name)["train"] / ".mlflow" / "state.json").read_text())
+    assert state["mode"] == "direct" and state["run_id"] == kids[f"{name}_train"].info.run_id
+    before = sorted(r.info.run_id for r in all_runs(up.uri, "pipe-direct"))
+    again = json.loads(ok(hj("job", "sync", "-n", name, "--force", "-o", "json")).stdout)
+    assert all(r["mlflow"] == "imported" and not r["created"] for r in again), again
+    assert sorted(r.info.run_id for r in all_runs(up.uri, "pipe-direct")) == before
+    # not even a deleted run was left behind
+    assert len(server_runs(up, "pipe-direct", deleted_too=True)) == len(before) == 4
+
+
+def test_pipeline_failing_step_offline(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    """A failing step: its run FAILED, the step that needed its output KILLED, the independent one FINISHED, the pipeline FAILED."""
+    pipeline = write_pipeline(tmp_path / "p", "pipe-fail")
+    res = hj(
+        "job", "create", "-f", str(pipeline), "--site", "mlf-offline", "--stream", "--set", "jobs.prep.inputs.fail=3", *RERUN
+    )
+    assert res.returncode == 1, res.stderr
+    name = run_name_of(res)
+    parent, kids = check_pipeline(up.uri, "pipe-fail", name, step_dirs_of(home, name), tmp_path, status="FAILED")
+    assert {s: kids[f"{name}_{s}"].info.status for s in STEPS} == {"prep": "FAILED", "train": "KILLED", "side": "FINISHED"}
+    prep = kids[f"{name}_prep"]
+    assert prep.data.tags["hpcjobs.exit_code"] == "3" and prep.data.tags["hpcjobs.status"] == "Failed"
+    # what it logged before failing is there
+    assert prep.data.metrics == {"rows": 5.0} and prep.data.params == {"rows": "5", "fail": "3"}
+    assert parent.data.tags["hpcjobs.status"] == "Failed"
+    assert len(all_runs(up.uri, "pipe-fail")) == 4
+
+
+def test_pipeline_canceled_direct(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    """A canceled pipeline: its run and the run of the step that was running are KILLED."""
+    pipeline = write_pipeline(tmp_path / "p", "pipe-cancel")
+    res = ok(hj("job", "create", "-f", str(pipeline), "--site", "mlf-direct", "--set", "jobs.side.inputs.sleep=600", *RERUN))
+    name = json.loads(res.stdout)["name"]
+    deadline = time.monotonic() + 300
+    while True:
+        view = json.loads(ok(hj("job", "show", "-n", name, "-o", "json")).stdout)
+        steps = {s["name"]: s["status"] for s in view["steps"]}
+        if steps["side"] == "Running" and steps["train"] in ("Completed", "Failed", "Canceled"):
+            break
+        assert time.monotonic() < deadline, view
+        time.sleep(1)
+    ok(hj("job", "cancel", "-n", name))
+    deadline = time.monotonic() + 300
+    while job_extra(home, name).get("mlflow", {}).get("state") != "imported":
+        assert time.monotonic() < deadline, job_extra(home, name)
+        ok(hj("job", "sync", "-n", name))
+        time.sleep(1)
+    _parent, kids = check_pipeline(up.uri, "pipe-cancel", name, step_dirs_of(home, name), tmp_path, status="KILLED")
+    assert {s: kids[f"{name}_{s}"].info.status for s in STEPS} == {"prep": "FINISHED", "train": "FINISHED", "side": "KILLED"}
+    assert len(server_runs(up, "pipe-cancel", deleted_too=True)) == 4
+
+
+SWEEP = """
+$schema: https://azuremlschemas.azureedge.net/latest/sweepJob.schema.json
+type: sweep
+experiment_name: EXPERIMENT
+trial:
+  command: |
+    python - ${{search_space.lr}} <<'PY'
+    import sys
+    import mlflow
+    lr = float(sys.argv[1])
+    mlflow.log_metric("accuracy", 1.0 - abs(lr - 0.1))
+    run = mlflow.get_run(mlflow.active_run().info.run_id)
+    print("PARENT_RUN", run.data.tags.get("mlflow.parentRunId"))
+    PY
+sampling_algorithm: grid
+search_space:
+  lr:
+    type: choice
+    values: [0.01, 0.1, 0.3]
+objective:
+  goal: maximize
+  primary_metric: accuracy
+limits:
+  max_concurrent_trials: 3
+"""
+
+
+def check_sweep(uri: str, experiment: str, name: str, job_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The sweep's run, one child run per trial with its sampled value, and best_child_run_id."""
+    parent, kids = run_tree(uri, experiment, name)
+    assert parent.info.status == "FINISHED"
+    assert set(kids) == {f"{name}_{i}" for i in range(3)}
+    by_lr = {kids[f"{name}_{i}"].data.params["lr"]: kids[f"{name}_{i}"] for i in range(3)}
+    assert set(by_lr) == {"0.01", "0.1", "0.3"}
+    for i in range(3):
+        run = kids[f"{name}_{i}"]
+        assert run.info.status == "FINISHED" and run.data.tags["hpcjobs.job_name"] == run.info.run_name
+        assert run.data.metrics["accuracy"] == pytest.approx(1.0 - abs(float(run.data.params["lr"]) - 0.1))
+        # each trial's run has its own log
+        log = Path(mlflow_client(uri).download_artifacts(run.info.run_id, "user_logs/std_log.txt", str(job_dir.parent / f"l{i}")))
+        assert log.read_bytes() == (job_dir / "user_logs" / f"std_log_{i}.txt").read_bytes()
+    best = by_lr["0.1"]
+    assert parent.data.tags["best_child_run_id"] == best.info.run_id
+    assert parent.data.tags["hpcjobs.best_trial"] == best.info.run_name
+    assert len(all_runs(uri, experiment)) == 4
+    return parent, kids
+
+
+def test_sweep_embedded_default(hj: Callable[..., Any], home: Path, tmp_path: Path) -> None:
+    """The sweep's run is the parent of each trial's run and names the best one, with no `job show` needed."""
+    job = tmp_path / "sweep.yml"
+    job.write_text(textwrap.dedent(SWEEP).lstrip().replace("EXPERIMENT", "sweep-embedded"))
+    name = run_name_of(ok(hj("job", "create", "-f", str(job), "--stream", env={"HPCJOBS_SWEEP_POLL": "1"})))
+    synced = json.loads(ok(hj("job", "sync", "-n", name, "-o", "json")).stdout)
+    assert all(r["mlflow"] == "imported" for r in synced) and len(synced) == 4, synced
+    uri = ok(hj("mlflow-uri")).stdout.strip()
+    job_dir = Path(job_extra(home, name)["_job_dir"])
+    check_sweep(uri, "sweep-embedded", name, job_dir)
+    assert json.loads(ok(hj("job", "show", "-n", name, "-o", "json")).stdout)["properties"]["best_child_run_id"] == f"{name}_1"
+    ok(hj("job", "sync", "-n", name, "--force"))
+    check_sweep(uri, "sweep-embedded", name, job_dir)
+
+
+def test_sweep_direct(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    """Direct mode: each trial's run is nested under the sweep's run from the moment it starts."""
+    job = tmp_path / "sweep.yml"
+    job.write_text(textwrap.dedent(SWEEP).lstrip().replace("EXPERIMENT", "sweep-direct"))
+    res = ok(hj("job", "create", "-f", str(job), "--site", "mlf-direct", "--stream", env={"HPCJOBS_SWEEP_POLL": "1"}))
+    name = run_name_of(res)
+    job_dir = Path(job_extra(home, name)["_job_dir"])
+    parent, _kids = check_sweep(up.uri, "sweep-direct", name, job_dir)
+    for i in range(3):
+        assert f"PARENT_RUN {parent.info.run_id}" in (job_dir / "user_logs" / f"std_log_{i}.txt").read_text()
+    assert len(server_runs(up, "sweep-direct", deleted_too=True)) == 4

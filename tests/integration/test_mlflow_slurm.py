@@ -175,3 +175,66 @@ def test_ssh_offline(alice: Any, server: Any, tmp_path: Path) -> None:
     view = laptop.json("job", "show", "-n", name)
     job_dir = Path(view["paths"]["job_dir"])  # alice's home on the cluster is this machine's
     check_server_run(server, "ssh-offline", name, job_dir, tmp_path)
+
+
+# ------------------------------------------------------------------------------- pipelines
+def write_pipeline(alice: Any, experiment: str) -> str:
+    from tests.integration.test_mlflow import PIPELINE
+
+    alice.write(
+        "mlpipe/pipeline.yml", textwrap.dedent(PIPELINE).lstrip().replace("EXPERIMENT_LINE", f"experiment_name: {experiment}")
+    )
+    return "mlpipe/pipeline.yml"
+
+
+def step_dirs(view: Any) -> dict[str, Path]:
+    return {s["name"]: Path(view["paths"]["job_dir"]) / "steps" / s["name"] for s in view["steps"]}
+
+
+def test_slurm_pipeline_direct(alice: Any, server: Any, tmp_path: Path) -> None:
+    """A pipeline on Slurm, steps on the compute nodes logging straight to the server, nested under the pipeline's run."""
+    from tests.integration.test_mlflow import RERUN, STEPS, all_runs, check_pipeline
+
+    write_site(alice, "tc-direct", "testcluster", mode="direct", uri=server.uri)
+    job = write_pipeline(alice, "slurm-pipeline")
+    res = ok(alice.run("job", "create", "-f", job, "--site", "tc-direct", "--stream", "--web", *RERUN, env=NO_BG))
+    name = run_name(res)
+    view = alice.json("job", "show", "-n", name)
+    assert view["status"] == "Completed"
+    dirs = step_dirs(view)
+    parent, kids = check_pipeline(server.uri, "slurm-pipeline", name, dirs, tmp_path)
+    assert f"MLflow run: {server.uri}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" in res.stderr
+    slurm_ids = {s["name"]: s["slurm_id"] for s in view["steps"]}
+    for step in STEPS:
+        tags = kids[f"{name}_{step}"].data.tags
+        assert tags["hpcjobs.slurm_job_id"] == slurm_ids[step] and tags["hpcjobs.site"] == "tc-direct"
+        # each step made its run on the compute node, nested under the pipeline's run from its start
+        assert json.loads((dirs[step] / ".mlflow" / "state.json").read_text())["mode"] == "direct"
+    log = (dirs["train"] / "user_logs" / "std_log.txt").read_text()
+    assert f"PARENT_RUN {parent.info.run_id}" in log and "PARENT_STATUS RUNNING" in log, log
+    before = sorted(r.info.run_id for r in all_runs(server.uri, "slurm-pipeline"))
+    assert len(before) == 4
+    again = json.loads(ok(alice.run("job", "sync", "-n", name, "--force", "-o", "json", env=NO_BG)).stdout)
+    assert all(r["mlflow"] == "imported" and not r["created"] for r in again), again
+    assert sorted(r.info.run_id for r in all_runs(server.uri, "slurm-pipeline")) == before
+
+
+def test_slurm_pipeline_failing_step(alice: Any, server: Any, tmp_path: Path) -> None:
+    """On Slurm a failing step cancels what depends on it: FAILED, KILLED, and the independent step FINISHED."""
+    from tests.integration.test_mlflow import RERUN, STEPS, all_runs, check_pipeline
+
+    write_site(alice, "tc-direct", "testcluster", mode="direct", uri=server.uri)
+    job = write_pipeline(alice, "slurm-pipeline-fail")
+    res = alice.run(
+        "job", "create", "-f", job, "--site", "tc-direct", "--stream", "--set", "jobs.prep.inputs.fail=3", *RERUN, env=NO_BG
+    )
+    assert res.returncode == 1, res.stderr
+    name = run_name(res)
+    view = alice.json("job", "show", "-n", name)
+    assert view["status"] == "Failed"
+    parent, kids = check_pipeline(server.uri, "slurm-pipeline-fail", name, step_dirs(view), tmp_path, status="FAILED")
+    assert {s: kids[f"{name}_{s}"].info.status for s in STEPS} == {"prep": "FAILED", "train": "KILLED", "side": "FINISHED"}
+    assert kids[f"{name}_prep"].data.tags["hpcjobs.exit_code"] == "3"
+    assert kids[f"{name}_prep"].data.metrics == {"rows": 5.0}
+    assert parent.data.tags["hpcjobs.status"] == "Failed"
+    assert len(all_runs(server.uri, "slurm-pipeline-fail")) == 4

@@ -147,6 +147,36 @@ def test_script_env_direct_and_none(monkeypatch: pytest.MonkeyPatch, hpcjobs_hom
     assert not [f for f in plan.files if "/.mlflow/" in f]
 
 
+def test_steps_and_trials_know_where_their_parent_run_is(monkeypatch: pytest.MonkeyPatch, hpcjobs_home: Path) -> None:
+    """Direct mode: each step's (trial's) settings name the claim of the pipeline's (sweep's) run."""
+    from hpcjobs import api
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    plan = api.plan(REPO / "examples/pipelines/hello-pipeline-io.yml", name="pp")
+    configs = {k: json.loads(v) for k, v in plan.files.items() if k.endswith(".json") and "/.mlflow/" in k}
+    assert sorted(c["run_name"] for c in configs.values()) == ["pp_hello_job", "pp_world_job"]
+    for config in configs.values():
+        assert config["parent_claim"] == tracking.run_claim_path(plan.job_dir) == f"{plan.job_dir}/.mlflow/run_id"
+        assert not config["expect_claim"]
+    sweep = api.plan(REPO / "examples/hello-sweep.yml", name="sw")
+    (config,) = [json.loads(v) for k, v in sweep.files.items() if k.endswith(".json") and "/.mlflow/" in k]
+    assert config["parent_claim"] == f"{sweep.job_dir}/.mlflow/run_id" and config["array"]
+    # offline (here: the embedded store) nests runs when they are recorded
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    plan = api.plan(REPO / "examples/pipelines/hello-pipeline-io.yml", name="pq")
+    assert all(json.loads(v)["parent_claim"] is None for k, v in plan.files.items() if k.endswith(".json") and "/.mlflow/" in k)
+
+
+def test_helper_reads_the_parent_run_claim(tmp_path: Path) -> None:
+    from hpcjobs.mlflow_job import _parent_run
+
+    claim = tmp_path / "pipeline" / ".mlflow" / "run_id"
+    assert _parent_run({}) == ""
+    assert _parent_run({"parent_claim": str(claim), "claim_wait": 0.2}) == ""
+    assert _claim(str(claim), json.dumps({"run_id": "abc", "experiment_id": "1", "by": "cli"}))
+    assert _parent_run({"parent_claim": str(claim)}) == "abc"
+
+
 def test_dry_run_shows_the_helper_line(run_cli: Any) -> None:
     res = run_cli("job", "create", "-f", str(REPO / "examples/hello-mlflow.yml"), "--dry-run")
     assert res.returncode == 0, res.stderr
@@ -206,7 +236,7 @@ def test_record_tags() -> None:
 
 
 def test_create_does_not_import_mlflow(tmp_path: Path, hpcjobs_home: Path) -> None:
-    """The submit path stays free of mlflow's 2 s import, and the tracking hooks cost milliseconds."""
+    """The submit path (a command job, a pipeline) stays free of mlflow's 2 s import, and the tracking hooks cost milliseconds."""
     code = textwrap.dedent(
         f"""
         import json, sys, time
@@ -223,6 +253,7 @@ def test_create_does_not_import_mlflow(tmp_path: Path, hpcjobs_home: Path) -> No
             setattr(tracking, name, wrapper)
         timed("script_env"); timed("on_submitted")
         api.create_job({str(REPO / "examples/hello-world.yml")!r})
+        api.create_job({str(REPO / "examples/pipelines/hello-pipeline-io.yml")!r})
         print(json.dumps({{"mlflow": "mlflow" in sys.modules, **spent}}))
         """
     )

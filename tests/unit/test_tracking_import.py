@@ -31,7 +31,9 @@ def dest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClientDest]:
 def make_store(tmp_path: Path) -> tuple[Path, str]:
     """A job's file store with one run: params, metrics with steps, a tag, an artifact, a nested run."""
     root = tmp_path / "mlruns"
-    exp, run_id = create_file_store_run(str(root), experiment_name="e", run_name="local", params={"lr": "0.1"})
+    exp, run_id = create_file_store_run(
+        str(root), experiment_name="e", run_name="local", params={"lr": "0.1"}, start_time=1700000000000
+    )
     run = root / exp / run_id
     (run / "metrics" / "loss").write_text("".join(f"{1700000000000 + i} {1.0 / (i + 1)} {i}\n" for i in range(5)))
     (run / "metrics" / "train").mkdir()
@@ -129,3 +131,14 @@ def test_deleted_known_run_is_replaced(dest: ClientDest, tmp_path: Path) -> None
     spec.known_run_id = gone.run_id
     report = sync_run(dest, spec)
     assert report.created and report.run_id != gone.run_id
+
+
+def test_end_time_is_never_before_the_start(dest: ClientDest, tmp_path: Path) -> None:
+    """The scheduler reports whole seconds; the job started its run to the millisecond: no negative duration."""
+    spec = spec_for(tmp_path, "tok-4")
+    exp = dest.experiment_id("exp-import")
+    pre = dest.create_run(exp, "job_4", 1700000009400, {})
+    spec.known_run_id = pre.run_id
+    sync_run(dest, spec)
+    info = dest.client.get_run(pre.run_id).info
+    assert info.start_time == 1700000009400 and info.end_time == 1700000009400 and info.status == "FINISHED"
