@@ -113,6 +113,8 @@ class Context:
             del self.env[k]
         # measure an installation as users have it: with bytecode (pip compiles on install)
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        # measure this checkout, whichever one the installed console script was installed from
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), self.env.get("PYTHONPATH", "")) if p)
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "hpcjobs")], check=False, env=self.env)
         exe = Path(sys.executable).parent / "hpcjobs"
         self.hpcjobs = [str(exe)] if exe.exists() else [sys.executable, "-m", "hpcjobs.cli.main"]

@@ -68,6 +68,7 @@ import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hpcjobs.errors import ValidationError
 
@@ -695,3 +696,20 @@ class _Substituter:
             b += 1
         neighbours = s[frame.body : a].split()[-1:] + s[b:].split()[:1]
         return any(w in _ARITH_TEST_OPS for w in neighbours)
+
+
+def format_value(v: Any) -> str:
+    """How a value (an input, a sampled hyperparameter) is written into a command line.
+
+    Python's ``str()`` of the value, as Azure ML's Python runtime substitutes it:
+    ints as ints (``32``), floats by their shortest round-trip ``repr`` (``0.001``,
+    ``1e-05``), bools as ``True``/``False``, strings as they are.  Nothing is
+    shell-quoted here: quoting is the command renderer's business.
+    """
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, int):
+        return str(int(v))
+    if isinstance(v, float):
+        return repr(float(v))
+    return str(v)

@@ -30,6 +30,15 @@ def state_dir() -> Path:
     return Path(base) / "hpcjobs"
 
 
+def cache_dir() -> Path:
+    """Caches that only save time (compiled templates): safe to delete at any moment."""
+    home = hpcjobs_home()
+    if home:
+        return home / "cache"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hpcjobs"
+
+
 def data_dir(name: str) -> Path:
     """A shipped data folder (``templates`` or ``site-configs``).
 

@@ -25,6 +25,10 @@ SITE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TOKEN_RE = r"^[A-Za-z0-9_.,:=+@/\-\[\]]+$"  # noqa: S105 - a pattern, not a password
 MEM_RE = r"^[0-9]+[KMGT]?$"
 
+# Empty-list defaults are written `= []`: pydantic copies a mutable default for each
+# instance, and `Field(default_factory=list)` costs ~0.5 ms per field and build (pydantic
+# parses `list`'s text signature to see whether the factory takes the validated data).
+
 
 class InstanceType(Model):
     """A named size (``resources.instance_type``): GPUs, CPUs and memory per node."""
@@ -52,12 +56,10 @@ class Compute(Model):
     max_nodes: Annotated[int, Field(ge=1)] | None = None
     instance_types: dict[str, InstanceType] = Field(default_factory=dict)
     default_instance_type: str | None = None
-    sbatch_options: list[Annotated[str, Field(pattern=r"^--[A-Za-z0-9-]+(=[A-Za-z0-9_.,:=+@%/\-\[\]]+)?$")]] = Field(
-        default_factory=list
-    )
+    sbatch_options: list[Annotated[str, Field(pattern=r"^--[A-Za-z0-9-]+(=[A-Za-z0-9_.,:=+@%/\-\[\]]+)?$")]] = []
     #: other names for this compute: job files written for Azure ML say
     #: ``compute: azureml:cpu-cluster``, and an alias lets them run unchanged
-    aliases: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]] = Field(default_factory=list)
+    aliases: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]] = []
     description: str | None = None
 
     @model_validator(mode="after")
@@ -74,8 +76,8 @@ class EnvironmentEntry(Model):
     """What a registered environment name means on this site."""
 
     image: str | None = None
-    modules: list[str] = Field(default_factory=list)
-    setup: list[str] = Field(default_factory=list)
+    modules: list[str] = []
+    setup: list[str] = []
     conda_file: str | None = None
     description: str | None = None
 
@@ -85,9 +87,9 @@ class EnvironmentSettings(Model):
 
     runtime: Literal["none", "apptainer", "singularity", "charliecloud", "pyxis", "podman"] = "none"
     image_cache: str | None = None
-    binds: list[str] = Field(default_factory=list)
-    modules: list[str] = Field(default_factory=list)
-    setup: list[str] = Field(default_factory=list)
+    binds: list[str] = []
+    modules: list[str] = []
+    setup: list[str] = []
     environments: dict[str, EnvironmentEntry] = Field(default_factory=dict)
     env_cache: str | None = None
     python: str = "python3"
@@ -179,7 +181,7 @@ class Site(Model):
         if name and name.startswith("azureml:"):
             name = name[len("azureml:") :]
         if self.is_local:
-            return (name or "local"), Compute()
+            return (name or "local"), Compute.model_construct()  # all defaults: nothing to validate
         if not name:
             if self.default_compute:
                 return self.default_compute, self.computes[self.default_compute]
@@ -209,15 +211,24 @@ class Site(Model):
 
 
 def local_site() -> Site:
-    """The embedded default: this machine, no Slurm."""
-    return Site(
-        name="local",
-        description="this machine, no Slurm (the embedded default)",
-        scheduler="local",
-        job_root=str(paths.state_dir() / "jobs"),
-        tracking=Tracking(mode="direct"),
-        source="(embedded)",
-    )
+    """The embedded default: this machine, no Slurm.
+
+    A constant, so it is built without validation (``model_construct``): validating it
+    would only build the site schema, ~20 ms of every command that touches a local job.
+    ``tests/unit/test_site.py`` checks that it validates to the same object.
+    """
+    values: dict[str, Any] = {
+        "name": "local",
+        "description": "this machine, no Slurm (the embedded default)",
+        "scheduler": "local",
+        "job_root": str(paths.state_dir() / "jobs"),
+        "tracking": Tracking.model_construct(mode="direct"),
+        "source": "(embedded)",
+    }
+    fields_set = set(values)
+    # the default a validated Site would make, without validating it either
+    values["environment"] = EnvironmentSettings.model_construct()
+    return Site.model_construct(fields_set, **values)
 
 
 def _user_sites_dir() -> Path:

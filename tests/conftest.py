@@ -189,6 +189,7 @@ def run_hpcjobs_forked(
     files.  Only for commands that finish on their own (validate, dry runs).
     """
     import hpcjobs.api
+    import hpcjobs.cli.app  # the typer app: main() imports it only for commands that need it
     import hpcjobs.cli.main
 
     workdir = Path(tempfile.mkdtemp(prefix="hpcjobs-forked-"))

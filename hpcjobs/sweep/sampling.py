@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from hpcjobs.errors import ValidationError, did_you_mean
+from hpcjobs.expr import format_value as format_value  # defined there: command jobs use it without the samplers
 
 if TYPE_CHECKING:
     import numpy as np
@@ -785,20 +786,3 @@ def trials(
         field="sampling_algorithm",
         hint=hint,
     )
-
-
-def format_value(v: Any) -> str:
-    """How a sampled value is written into a trial's command line.
-
-    Python's ``str()`` of the value, as Azure ML's Python runtime substitutes it:
-    ints as ints (``32``), floats by their shortest round-trip ``repr`` (``0.001``,
-    ``1e-05``), bools as ``True``/``False``, strings as they are.  Nothing is
-    shell-quoted here: quoting is the command renderer's business.
-    """
-    if isinstance(v, bool):
-        return "True" if v else "False"
-    if isinstance(v, int):
-        return str(int(v))
-    if isinstance(v, float):
-        return repr(float(v))
-    return str(v)

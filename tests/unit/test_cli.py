@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -420,3 +421,136 @@ def test_completed_job_has_an_end_time(tmp_path: Path) -> None:
     changes = LocalBackend(local_site())._state(rec)
     assert changes["status"] == "Completed"
     assert changes.get("ended") is not None
+
+
+# --------------------------------------------------------------------------- job create without typer (hpcjobs/cli/fast.py)
+def _typer_options(command: Any) -> tuple[dict[str, str], dict[str, str], set[str]]:
+    """(option -> parameter, flag -> parameter, repeatable parameters) as typer declares them."""
+    names = {"set_": "sets"}  # the typer function's parameter names -> fast.job_create's
+    options: dict[str, str] = {}
+    flags: dict[str, str] = {}
+    multiple: set[str] = set()
+    for p in command.params:
+        if p.name == "help":
+            continue
+        dest = names.get(p.name, p.name)
+        target = flags if p.is_flag else options
+        for decl in [*p.opts, *p.secondary_opts]:
+            target[decl] = dest
+        if p.multiple:
+            multiple.add(dest)
+    return options, flags, multiple
+
+
+def test_fast_job_create_knows_exactly_the_typer_options() -> None:
+    import typer
+
+    from hpcjobs.cli import fast
+    from hpcjobs.cli.app import app
+
+    command = typer.main.get_command(app).commands["job"].commands["create"]  # type: ignore[attr-defined]
+    options, flags, multiple = _typer_options(command)
+    assert options == fast.JOB_CREATE_OPTIONS
+    assert flags == fast.JOB_CREATE_FLAGS
+    assert multiple == set(fast.JOB_CREATE_MULTIPLE)
+    assert {p.name for p in command.params if p.required} == {"file"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["job", "create", "-f", "a.yml"], {"file": "a.yml", "sets": []}),
+        (
+            ["job", "create", "--file=a.yml", "--set", "x=1", "--set=y=-2", "-o", "none", "--dry-run", "-n", "nm", "-s", "st"],
+            {"file": "a.yml", "sets": ["x=1", "y=-2"], "output": "none", "dry_run": True, "name": "nm", "site": "st"},
+        ),
+        (
+            ["job", "create", "--stream", "--web", "--query", "name", "-f", ""],
+            {"file": "", "sets": [], "stream": True, "web": True, "query": "name"},
+        ),
+    ],
+)
+def test_fast_job_create_parses_plain_options(argv: list[str], expected: dict[str, Any]) -> None:
+    from hpcjobs.cli import fast
+
+    assert fast.parse_job_create(argv) == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["job", "create"],  # no --file: typer says it is missing
+        ["job", "create", "-f"],
+        ["job", "create", "-f", "a.yml", "--help"],
+        ["job", "create", "-fa.yml"],
+        ["job", "create", "-f", "a.yml", "-f", "b.yml"],
+        ["job", "create", "-f", "a.yml", "--stream", "--stream"],
+        ["job", "create", "-f", "-"],
+        ["job", "create", "-f", "a.yml", "--name", "-x"],
+        ["job", "create", "-f", "a.yml", "--stream=yes"],
+        ["job", "create", "-f", "a.yml", "extra"],
+        ["job", "create", "-f", "a.yml", "--"],
+        ["job", "create", "-f", "a.yml", "--bogus"],
+        ["job", "validate", "-f", "a.yml"],
+        ["--version", "job", "create", "-f", "a.yml"],
+        ["job"],
+        [],
+    ],
+)
+def test_anything_else_goes_to_typer(argv: list[str]) -> None:
+    from hpcjobs.cli import fast
+
+    assert fast.parse_job_create(argv) is None
+
+
+def test_shell_completion_goes_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpcjobs.cli import fast
+
+    monkeypatch.setenv("_HPCJOBS_COMPLETE", "bash_complete")
+    assert fast.parse_job_create(["job", "create", "-f", "a.yml"]) is None
+
+
+def test_job_create_does_not_import_typer(tmp_path: Path, hpcjobs_home: Path) -> None:
+    code = (
+        "import sys\n"
+        "from hpcjobs.cli.main import main\n"
+        "sys.argv = ['hpcjobs', 'job', 'create', '-f', sys.argv[1], '--dry-run', '-o', 'none']\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    print(sorted(m for m in ('typer', 'rich', 'click', 'mlflow', 'paramiko', 'pathspec', 'hpcjobs.sweep.sampling') if m in sys.modules))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(EX / "hello-world.yml")], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_fast_and_typer_job_create_print_the_same(run_cli: Callable[..., Any], tmp_path: Path) -> None:
+    """The same dry run through the fast path and through typer (an option spelling it leaves to typer)."""
+    args = ["job", "create", "--dry-run", "--set", "inputs.hello_number=24", "-o", "json"]
+    fast_run = ok(run_cli(*args, "-f", str(EX / "hello-world-input.yml"), cwd=tmp_path))
+    typer_run = ok(run_cli(*args, f"-f{EX / 'hello-world-input.yml'}", cwd=tmp_path))
+    assert (fast_run.stdout, fast_run.stderr) == (typer_run.stdout, typer_run.stderr)
+    bad = tmp_path / "bad.yml"
+    bad.write_text("command: echo hi\nresources:\n  instance_count: many\n")
+    errors = [run_cli("job", "create", "-f", str(bad), cwd=tmp_path), run_cli("job", "create", f"-f{bad}", cwd=tmp_path)]
+    assert [e.returncode for e in errors] == [2, 2]
+    assert errors[0].stderr == errors[1].stderr
+    assert f"{bad}:3" in errors[0].stderr and "instance_count" in errors[0].stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (("job", "create", "--bogus"), "No such option: --bogus"),
+        (("job", "show"), "Missing option '--name'"),
+        (("job", "nosuch"), "No such command 'nosuch'"),
+        (("job", "list", "--max-results", "many"), "Invalid value"),
+    ],
+)
+def test_usage_errors_exit_2_with_clicks_message(run_cli: Callable[..., Any], argv: tuple[str, ...], said: str) -> None:
+    res = run_cli(*argv)
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    assert said in res.stderr and "Traceback" not in res.stderr and "unexpected" not in res.stderr

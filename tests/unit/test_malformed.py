@@ -140,6 +140,16 @@ def test_console_script_matches_forked_runs(
         assert (real.returncode, real.stderr, real.stdout) == (forked.returncode, forked.stderr, forked.stdout)
 
 
+def test_job_create_reports_like_validate(
+    validate_all: Callable[[str], Any], cli_runner: Callable[..., Any], tmp_path: Path
+) -> None:
+    """``job create`` (run without typer, hpcjobs/cli/fast.py) fails with validate's message and exit 2."""
+    for name in CONSOLE_SCRIPT_SAMPLE:
+        shown, forked = validate_all(name)
+        created = cli_runner("job", "create", "-f", shown, home=tmp_path, cwd=REPO)
+        assert (created.returncode, created.stderr, created.stdout) == (2, forked.stderr, "")
+
+
 def check(case: Case, shown: str, res: Any) -> None:
     err = res.stderr
     out = res.stdout

@@ -96,6 +96,23 @@ def test_embedded_default_is_local(hpcjobs_home: Path) -> None:
     assert local_site().resolve_compute(None)[0] == "local"
 
 
+def test_embedded_default_validates_to_itself(hpcjobs_home: Path) -> None:
+    """local_site() skips validation (it is a constant): validating it must change nothing."""
+    s = local_site()
+    again = Site.model_validate({**s.model_dump(exclude_unset=True), "source": s.source})
+    assert again == s
+    assert again.model_fields_set == s.model_fields_set
+    assert again.model_dump() == s.model_dump() and again.source == s.source
+    assert again.environment.model_fields_set == s.environment.model_fields_set
+    assert again.tracking.model_fields_set == s.tracking.model_fields_set
+    compute = s.resolve_compute(None)[1]
+    assert compute == site_mod.Compute() and compute.model_fields_set == set()
+    # defaults are fresh per instance, validated or not
+    compute.sbatch_options.append("--x")
+    s.environment.binds.append("/x")
+    assert site_mod.Compute.model_construct().sbatch_options == [] and local_site().environment.binds == []
+
+
 # --------------------------------------------------------------------------- validation
 def test_valid_cluster_site(cluster: Site) -> None:
     assert cluster.name == "mycluster"

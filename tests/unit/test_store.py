@@ -109,6 +109,18 @@ def test_add_many_and_children_and_delete(store: Store) -> None:
     assert not store.exists("parent") and not store.exists("parent.a") and store.children("parent") == []
 
 
+def test_add_many_roundtrips_every_field_and_keeps_records_unchanged(store: Store) -> None:
+    full = rec("p.full", parent="p", tags={"t": "1"}, properties={"k": "v"}, slurm_ids=["1_0"], extra={"a": [1, {"b": None}]})
+    empty = rec("p.empty", parent="p", tags={}, properties={}, slurm_ids=[], extra={})
+    before = [dict(vars(full)), dict(vars(empty))]
+    store.add_many([full, empty])
+    assert [dict(vars(full)), dict(vars(empty))] == before
+    assert {c.name: c for c in store.children("p")} == {"p.full": full, "p.empty": empty}
+    got = store.get("p.empty")
+    assert (got.tags, got.properties, got.slurm_ids, got.extra) == ({}, {}, [], {})
+    assert got.tags is not store.get("p.empty").tags  # fresh containers per record
+
+
 def test_list_filters(store: Store) -> None:
     store.add(rec("old", created=1.0, status="Completed", experiment_name="e1", tags={"team": "a"}))
     store.add(rec("mid", created=2.0, status="Failed", experiment_name="e2", tags={"team": "b", "x": None}, site="cluster"))
