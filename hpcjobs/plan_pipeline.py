@@ -495,66 +495,60 @@ def resolve_steps(loaded: Loaded, site: Site, target: Target, warnings: list[str
         if role == "finalize":
             step_deps = {n for n in order if n != step}
             dep_type = "afterany"
+        # what every kind of step has: where it runs, what it reads and writes, what it waits for
+        wiring: dict[str, Any] = {
+            "name": step,
+            "compute_name": compute_name,
+            "compute": compute,
+            "inputs": inputs,
+            "outputs": outputs,
+            "routed": routed,
+            "deps": [n for n in order if n in step_deps],
+            "dependency_type": dep_type,
+            "role": role,
+        }
+        if comp is not None:
+            component: dict[str, Any] = {
+                "command": comp.command,
+                "code": comp.code,
+                "environment": comp.environment,
+                "component_name": comp.name,
+                "component_version": None if comp.version is None else str(comp.version),
+                "tags": {**comp.tags, **node.tags},
+            }
         if isinstance(node, m.SweepNode):
             assert comp is not None
             spec = StepSpec(
-                name=step,
+                **wiring,
+                **component,
                 kind="sweep",
-                command=comp.command,
-                code=comp.code,
-                environment=comp.environment,
                 env_vars={},
                 resources=_resources(comp.resources, node.resources, warns, f"{smap.locate(p)}: jobs.{step}"),
                 distribution=comp.distribution,
                 timeout=None,
-                compute_name=compute_name,
-                compute=compute,
-                inputs=inputs,
-                outputs=outputs,
-                routed=routed,
-                deps=[n for n in order if n in step_deps],
-                dependency_type=dep_type,
                 # sampled anew (bayesian: adaptively) on every run: never reused, nor what reads from it
                 deterministic=False,
-                component_name=comp.name,
-                component_version=None if comp.version is None else str(comp.version),
                 display_name=node.display_name or comp.display_name,
-                tags={**comp.tags, **node.tags},
-                role=role,
                 sweep=node,
                 sampled=sampled,
             )
         elif comp is not None:
             assert isinstance(node, m.ComponentNode)
-            res = _resources(comp.resources, node.resources, warns, f"{smap.locate(p)}: jobs.{step}")
             spec = StepSpec(
-                name=step,
+                **wiring,
+                **component,
                 kind="component",
-                command=comp.command,
-                code=comp.code,
-                environment=comp.environment,
                 env_vars=dict(node.environment_variables),
-                resources=res,
+                resources=_resources(comp.resources, node.resources, warns, f"{smap.locate(p)}: jobs.{step}"),
                 distribution=node.distribution or comp.distribution,
                 timeout=node.limits.timeout if node.limits else None,
-                compute_name=compute_name,
-                compute=compute,
-                inputs=inputs,
-                outputs=outputs,
-                routed=routed,
-                deps=[n for n in order if n in step_deps],
-                dependency_type=dep_type,
                 deterministic=comp.is_deterministic,
-                component_name=comp.name,
-                component_version=None if comp.version is None else str(comp.version),
                 display_name=node.display_name or comp.display_name,
-                tags={**comp.tags, **node.tags},
-                role=role,
             )
         else:
             assert isinstance(node, m.CommandNode)
             spec = StepSpec(
-                name=step,
+                **wiring,
                 kind="command",
                 command=node.command,
                 code=node.code,
@@ -563,16 +557,8 @@ def resolve_steps(loaded: Loaded, site: Site, target: Target, warnings: list[str
                 resources=node.resources,
                 distribution=node.distribution,
                 timeout=node.limits.timeout if node.limits else None,
-                compute_name=compute_name,
-                compute=compute,
-                inputs=inputs,
-                outputs=outputs,
-                routed=routed,
-                deps=[n for n in order if n in step_deps],
-                dependency_type=dep_type,
                 display_name=node.display_name,
                 tags=dict(node.tags),
-                role=role,
             )
         spec.key = reuse.step_key(spec, {n: s.key for n, s in ctx.specs.items()}, target.digests, site.name)
         ctx.specs[step] = spec
