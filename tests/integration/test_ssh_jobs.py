@@ -80,13 +80,21 @@ def _squeue_comments(name: str) -> list[str]:
 
 
 def _sacct_count(name: str) -> int:
-    res = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-u", "alice", f"--name={name}", "-S", "now-1hour", "-o", "JobID"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return len([x for x in res.stdout.splitlines() if x.strip()])
+    """How many jobs named *name* accounting has, once it has any (slurmdbd lags on a busy machine)."""
+    count = 0
+    for _ in range(60):
+        res = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-u", "alice", f"--name={name}", "-S", "now-1hour", "-o", "JobID"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        count = len([x for x in res.stdout.splitlines() if x.strip()])
+        if count:
+            # a second submission would be in accounting by now too (it was submitted first)
+            return count
+        time.sleep(1)
+    return count
 
 
 @pytest.fixture(scope="session")
