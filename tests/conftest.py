@@ -6,7 +6,7 @@
 * ``run_cli(*args, input=None, env=None, cwd=None, timeout=120)`` -- runs the REAL
   ``hpcjobs`` console script in a subprocess and returns the ``CompletedProcess``
   (text mode; ``text=False`` for bytes).
-* ``wait_done(name, timeout=60)`` -- polls a job until it reaches an end state and
+* ``wait_done(name, timeout=300)`` -- polls a job until it reaches an end state and
   returns its ``job show`` view.
 * ``cli_runner`` -- the same runner for module/session-scoped fixtures (``home=`` explicit).
 * ``forked_cli(calls, home=, cwd=)`` -- many short CLI runs (validate, dry runs) as forked
@@ -256,9 +256,9 @@ def forked_cli() -> Callable[..., list[subprocess.CompletedProcess[str]]]:
 
 @pytest.fixture
 def wait_done(hpcjobs_home: Path) -> Callable[..., dict[str, Any]]:
-    """``wait_done(name, timeout=60)``: poll a job until it ends; return its ``job show`` view."""
+    """``wait_done(name, timeout=300)``: poll a job until it ends; return its ``job show`` view."""
 
-    def wait(name: str, timeout: float = 60.0, poll: float = 0.2) -> dict[str, Any]:
+    def wait(name: str, timeout: float = 300.0, poll: float = 0.2) -> dict[str, Any]:
         from hpcjobs import api
 
         deadline = time.monotonic() + timeout

@@ -94,7 +94,7 @@ class Alice:
         _chown_alice(p)
         return p
 
-    def wait(self, name: str, timeout: float = 120) -> dict[str, object]:
+    def wait(self, name: str, timeout: float = 300) -> dict[str, object]:
         deadline = time.time() + timeout
         while True:
             view = self.json("job", "show", "-n", name)

@@ -30,7 +30,7 @@ def _json(run_cli: Callable[..., Any], *args: str) -> Any:
     return json.loads(res.stdout)
 
 
-def _wait(run_cli: Callable[..., Any], name: str, timeout: float = 60) -> dict[str, Any]:
+def _wait(run_cli: Callable[..., Any], name: str, timeout: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         view = _json(run_cli, "job", "show", "-n", name)

@@ -51,7 +51,7 @@ def _show(alice: Any, name: str) -> dict[str, Any]:
     return dict(json.loads(res.stdout))
 
 
-def _wait(alice: Any, name: str, timeout: float = 180) -> dict[str, Any]:
+def _wait(alice: Any, name: str, timeout: float = 400) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         view = _show(alice, name)
@@ -197,7 +197,7 @@ def test_train_pipeline_passes_data_between_steps(alice: Any, tmp_path: Path) ->
 def test_reuse_and_force_rerun(alice: Any) -> None:
     first = _wait(alice, _create(alice, "examples/pipelines/hello-pipeline-io.yml", "--set", "settings.force_rerun=true"))
     assert first["status"] == "Completed"
-    second = _wait(alice, _create(alice, "examples/pipelines/hello-pipeline-io.yml"), timeout=30)
+    second = _wait(alice, _create(alice, "examples/pipelines/hello-pipeline-io.yml"), timeout=120)
     assert second["status"] == "Completed"
     assert all(s["reused"] and s["job_ids"] == [] for s in second["steps"])
     assert {s["reused_from"] for s in second["steps"]} == {s["job_name"] for s in first["steps"]}

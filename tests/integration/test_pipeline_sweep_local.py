@@ -75,7 +75,7 @@ def _json(run_cli: Callable[..., Any], *args: str) -> Any:
     return json.loads(res.stdout)
 
 
-def _wait(run_cli: Callable[..., Any], name: str, timeout: float = 120) -> dict[str, Any]:
+def _wait(run_cli: Callable[..., Any], name: str, timeout: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         view = _json(run_cli, "job", "show", "-n", name)
@@ -104,7 +104,7 @@ def _curve_pipeline(tmp_path: Path, text: str = PIPELINE) -> Path:
 
 def test_tune_pipeline_example_evaluates_the_best_trials_model(hpcjobs_home: Path, run_cli: Callable[..., Any]) -> None:
     name = _create(run_cli, TUNE)
-    view = _wait(run_cli, name, timeout=180)
+    view = _wait(run_cli, name, timeout=600)
     assert view["status"] == "Completed", view["steps"]
     steps = _steps(view)
     tune = steps["tune"]
@@ -140,7 +140,7 @@ def test_early_terminated_trials_do_not_stop_the_steps_downstream(
     hpcjobs_home: Path, run_cli: Callable[..., Any], tmp_path: Path
 ) -> None:
     name = _create(run_cli, _curve_pipeline(tmp_path))
-    view = _wait(run_cli, name, timeout=180)
+    view = _wait(run_cli, name, timeout=600)
     steps = _steps(view)
     sweep = _json(run_cli, "job", "show", "-n", f"{name}_tune")
     by = {t["index"]: t for t in sweep["trials"]}

@@ -452,7 +452,7 @@ def test_round_trips_and_upload_bytes_per_submission(api_site: Any, tmp_path: Pa
         assert "trained, dirty" in log and "150" in log and "65536" in log
 
 
-def _wait(name: str, timeout: float = 120) -> dict[str, Any]:
+def _wait(name: str, timeout: float = 300) -> dict[str, Any]:
     from hpcjobs import api
 
     deadline = time.time() + timeout

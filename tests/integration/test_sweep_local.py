@@ -32,7 +32,7 @@ def _show(run_cli: Any, name: str) -> dict[str, Any]:
     return dict(json.loads(res.stdout))
 
 
-def _wait(run_cli: Any, name: str, timeout: float = 180) -> dict[str, Any]:
+def _wait(run_cli: Any, name: str, timeout: float = 600) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         view = _show(run_cli, name)
