@@ -403,7 +403,8 @@ def refresh(records: Sequence[JobRecord], store: Store | None = None) -> list[Jo
         # a sweep step's own job (the finalize job) is asked about like any job
         own = [p for p in parents if is_sweep_step(p)]
         updates = backend.refresh(plain + kids + own)
-        all_updates.update({n: u for n, u in updates.items() if n not in {p.name for p in own}})
+        own_names = {p.name for p in own}
+        all_updates.update({n: u for n, u in updates.items() if n not in own_names})
         # sweep steps first: their pipeline's state comes from theirs
         for p in sorted(parents, key=lambda r: r.type == "pipeline"):
             children = store.children(p.name)

@@ -123,6 +123,26 @@ def _now() -> float:
     return time.time()
 
 
+def _end_reason(
+    status: JobStatus, status_reason: str | None, exit_code: int | None, signal: int | None, cancelled_by: str | None
+) -> str | None:
+    """Why a job ended, in words, from whichever of Slurm's fields are known (None: nothing to say).
+
+    The one place sacct rows and ended squeue rows turn into a reason, so both agree.
+    """
+    if status == JobStatus.FAILED:
+        if status_reason and status_reason != "failed":
+            return status_reason
+        if exit_code:
+            return f"exit code {exit_code}"
+        if signal:
+            return f"killed by signal {signal}"
+        return None
+    if status == JobStatus.CANCELED:
+        return "canceled" + (f" by {cancelled_by}" if cancelled_by else "")
+    return None
+
+
 class SlurmBackend(Backend):
     """Runs plans on a Slurm cluster (login node: local transport; laptop: SSH)."""
 
@@ -488,19 +508,12 @@ class SlurmBackend(Backend):
                 upd["started"] = row.start.timestamp()
             if row.end and row.status.is_terminal:
                 upd["ended"] = row.end.timestamp()
-            if row.status == JobStatus.FAILED:
-                if row.status_reason and row.status_reason not in ("failed",):
-                    upd["reason"] = row.status_reason
-                elif row.exit_code:
-                    upd["reason"] = f"exit code {row.exit_code}"
-                elif row.exit_signal:
-                    upd["reason"] = f"killed by signal {row.exit_signal}"
-            elif row.status == JobStatus.CANCELED:
-                upd["reason"] = "canceled" + (f" by {row.cancelled_by}" if row.cancelled_by else "")
-            elif row.status in (JobStatus.QUEUED, JobStatus.PAUSED):
+            if row.status in (JobStatus.QUEUED, JobStatus.PAUSED):
                 upd["reason"] = row.reason
             else:
-                upd["reason"] = None
+                reason = _end_reason(row.status, row.status_reason, row.exit_code, row.exit_signal, row.cancelled_by)
+                if reason is not None or row.status != JobStatus.FAILED:
+                    upd["reason"] = reason
             updates[rec.name] = upd
         behind = [i for i in lost if i in ended]
         if behind:
@@ -531,15 +544,9 @@ class SlurmBackend(Backend):
                 upd["ended"] = row.start.timestamp() + row.elapsed
             if code is not None:
                 upd["exit_code"] = code
-            if row.status == JobStatus.FAILED:
-                if row.status_reason and row.status_reason != "failed":
-                    upd["reason"] = row.status_reason
-                else:
-                    upd["reason"] = f"exit code {code}" if code else "failed"
-            elif row.status == JobStatus.CANCELED:
-                upd["reason"] = "canceled"
-            else:
-                upd["reason"] = None
+            upd["reason"] = _end_reason(row.status, row.status_reason, code, None, None) or (
+                "failed" if row.status == JobStatus.FAILED else None
+            )
             updates[rec.name] = upd
         return updates
 
