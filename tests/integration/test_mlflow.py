@@ -429,7 +429,7 @@ def test_server_refusing_then_back(hj: Callable[..., Any], home: Path, up: Mlflo
     name = run_name_of(res)
     lines = [line for line in res.stderr.splitlines() if "MLflow" in line]
     assert len(lines) == 1 and "unreachable" in lines[0] and "hpcjobs job sync" in lines[0], res.stderr
-    assert time.monotonic() - t0 < 120
+    assert time.monotonic() - t0 < 240
     assert job_extra(home, name)["mlflow"]["state"] == "pending"
     res = hj("job", "sync", "--all", "-o", "json")
     assert res.returncode == 1 and json.loads(res.stdout)[0]["mlflow"] == "pending"
@@ -465,8 +465,8 @@ def test_server_stopped_during_an_import(hj: Callable[..., Any], home: Path, up:
         time.sleep(0.05)
     up.signal(signal.SIGKILL)
     t0 = time.monotonic()
-    out, err = proc.communicate(timeout=120)
-    assert time.monotonic() - t0 < 30
+    out, err = proc.communicate(timeout=300)
+    assert time.monotonic() - t0 < 120
     assert proc.returncode == 1 and json.loads(out)[0]["mlflow"] == "pending"
     assert len([line for line in err.splitlines() if "MLflow" in line]) == 1, err
     up.stop()

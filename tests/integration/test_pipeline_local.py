@@ -140,11 +140,11 @@ def test_failed_step_cancels_its_dependents_and_other_branches_finish(run_cli: C
 
 def test_continue_on_step_failure_false_stops_the_pipeline(run_cli: Callable[..., Any], tmp_path: Path) -> None:
     job = _pipeline(
-        tmp_path, BRANCHES.replace("SLEEP", "30").replace("jobs:", "settings:\n  continue_on_step_failure: false\njobs:")
+        tmp_path, BRANCHES.replace("SLEEP", "600").replace("jobs:", "settings:\n  continue_on_step_failure: false\njobs:")
     )
     start = time.monotonic()
     view = _run(run_cli, job)
-    assert time.monotonic() - start < 25, "the independent step should have been canceled, not waited for"
+    assert time.monotonic() - start < 300, "the independent step should have been canceled, not waited for"
     steps = _steps(view)
     assert view["status"] == "Failed"
     assert steps["bad"]["status"] == "Failed"

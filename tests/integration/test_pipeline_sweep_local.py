@@ -186,7 +186,7 @@ def test_cancel_reaches_the_sweep_steps_trials(hpcjobs_home: Path, run_cli: Call
     p = _curve_pipeline(tmp_path)
     (tmp_path / "src" / "curve.py").write_text("import time\ntime.sleep(120)\n")
     name = _create(run_cli, p)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 200
     while _steps(_json(run_cli, "job", "show", "-n", name))["tune"]["status"] != "Running":
         assert time.monotonic() < deadline
         time.sleep(0.5)

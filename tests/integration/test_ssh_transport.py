@@ -246,7 +246,7 @@ def test_run_streaming_is_live_and_abort_kills_remote(t: SSHTransport) -> None:
     started = time.monotonic()
     gen = cast(Generator[bytes, None, None], t.run_streaming(["sh", "-c", f"echo first; exec {tag}"]))
     assert next(gen) == b"first\n"
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 60  # not the 300 s the command runs
     assert t.run(["pgrep", "-u", "alice", "-f", tag]).ok
     gen.close()
     for _ in range(50):
@@ -260,11 +260,11 @@ def test_run_streaming_is_live_and_abort_kills_remote(t: SSHTransport) -> None:
 
 
 def test_timeout_raises_transient_and_stops_remote(t: SSHTransport) -> None:
-    tag = f"sleep 30.{os.getpid()}2"
+    tag = f"sleep 300.{os.getpid()}2"
     t0 = time.monotonic()
     with pytest.raises(TransientError, match="timed out"):
         t.run(["sh", "-c", f"exec {tag}"], timeout=0.5)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 60  # not the 300 s the command runs
     time.sleep(0.3)
     assert not t.run(["pgrep", "-u", "alice", "-f", tag]).ok
 
@@ -467,7 +467,7 @@ def test_no_key_at_all_fails_with_clear_error(known: Path, tmp_path: Path, monke
     t0 = time.monotonic()
     with pytest.raises(UserError, match="no key was available"):
         SSHTransport(_settings("", known, identity_file=None, interactive=None)).run(["true"])
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 60  # fails, does not wait for a prompt
 
 
 def test_private_key_readable_by_others_is_refused(key: str, known: Path) -> None:
@@ -530,7 +530,7 @@ def test_password_needed_without_terminal_fails_fast(password_sshd: tuple[int, s
     t0 = time.monotonic()
     with pytest.raises(UserError, match="no terminal"):
         SSHTransport(_pw_settings(port, user, tmp_path / "kh", interactive=False)).run(["true"])
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 60  # fails, does not wait for a prompt
 
 
 def test_password_prompted_once_per_process(password_sshd: tuple[int, str, str], tmp_path: Path) -> None:
@@ -639,7 +639,7 @@ def test_cut_connection_during_command_is_transient_and_reconnects(key: str, kno
         t0 = time.monotonic()
         with pytest.raises(TransientError):
             tr.run(["true"], timeout=2)
-        assert time.monotonic() - t0 < 6
+        assert time.monotonic() - t0 < 30  # a black hole would hang forever
         proxy.blackhole(False)
         assert tr.run(["true"]).ok  # the stuck connection was dropped, a new one made
         assert tr.stats.connections == 3

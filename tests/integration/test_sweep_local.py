@@ -140,7 +140,7 @@ trial:
   command: sleep ${{search_space.s}}
 sampling_algorithm: grid
 search_space:
-  s: {type: choice, values: [0.5, 60]}
+  s: {type: choice, values: [0.5, 600]}
 objective: {goal: maximize, primary_metric: acc}
 limits: {max_concurrent_trials: 2, trial_timeout: 3}
 """
@@ -152,7 +152,7 @@ trial:
   command: sleep ${{search_space.s}}
 sampling_algorithm: grid
 search_space:
-  s: {type: choice, values: [1, 2, 60, 61, 62, 63]}
+  s: {type: choice, values: [1, 2, 600, 601, 602, 603]}
 objective: {goal: maximize, primary_metric: acc}
 limits: {max_concurrent_trials: 2, timeout: 15}
 """
@@ -164,7 +164,7 @@ limits: {max_concurrent_trials: 2, timeout: 15}
     assert [t["status"] for t in tview["trials"]] == ["Completed", "Canceled"]
     assert "trial_timeout=3s" in tview["trials"][1]["reason"]
     oview = _wait(run_cli, "to")
-    assert time.monotonic() - start < 50  # not the 60 s the slow trials wanted
+    assert time.monotonic() - start < 300  # not the 600 s the slow trials wanted
     states = [t["status"] for t in oview["trials"]]
     assert states[:2] == ["Completed", "Completed"] and set(states[2:]) == {"Canceled"}, states
     assert "sweep timeout" in oview["sweep"]["stopped"]
