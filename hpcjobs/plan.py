@@ -85,6 +85,9 @@ class Plan:
     children: list[dict[str, Any]] = field(default_factory=list)
     #: several code folders (pipeline steps): snapshot dir on the target -> local folder
     snapshots: dict[str, str] = field(default_factory=dict)
+    #: continue_on_step_failure: false -- the Slurm job name of the on_finalize step, the
+    #: one step a failing step's exit hook leaves alone ("" when there is none)
+    spare_job: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for ``--dry-run -o json``)."""
@@ -592,6 +595,7 @@ def _command_script(
         command=command,
         heredoc=heredoc_marker(command),
         launcher=launcher,
+        spare_job=plan.spare_job,
     )
     return Script(
         key=key,

@@ -609,6 +609,7 @@ def plan_pipeline(loaded: Loaded, site: Site, target: Target, *, name: str, toke
     plan.warnings = warnings
     force = bool(job.settings.force_rerun)
     template = STEP_TEMPLATE if job.settings.continue_on_step_failure else FAIL_FAST_TEMPLATE
+    plan.spare_job = next((step_job_name(name, s.name) for s in specs if s.role == "finalize"), "")
     outputs_of: dict[str, dict[str, str]] = {}
     reused: set[str] = set()
     steps_meta: dict[str, dict[str, Any]] = {}

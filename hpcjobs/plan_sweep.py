@@ -550,5 +550,6 @@ def finalize_script(plan: Plan, spec: SweepSpec, site: Site, *, key: str, job_na
         command=command,
         heredoc=heredoc_marker(command),
         launcher=None,
+        spare_job=plan.spare_job,
     )
     return Script(key=key, job_name=job_name, script_path=f"{job_dir}/job.sh", text=text, sbatch_options=opts)

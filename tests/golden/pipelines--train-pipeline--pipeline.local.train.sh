@@ -25,9 +25,10 @@ hpcjobs_finish() {
         if [ -n "${SLURM_JOB_ID:-}" ]; then
             hpcjobs_tag=$(squeue -h -j "$SLURM_JOB_ID" -o %k 2>/dev/null)
             if [ -n "$hpcjobs_tag" ]; then
-                squeue --me -h -o '%A|%k|%E' 2>/dev/null | while IFS='|' read -r hpcjobs_id hpcjobs_com hpcjobs_dep; do
-                    if [ "$hpcjobs_com" = "$hpcjobs_tag" ] && [ "$hpcjobs_id" != "$SLURM_JOB_ID" ]; then
-                        case "$hpcjobs_dep" in *afterany*) ;; *) printf '%s\n' "$hpcjobs_id" ;; esac
+                hpcjobs_spare=''
+                squeue --me -h -o '%A|%k|%j' 2>/dev/null | while IFS='|' read -r hpcjobs_id hpcjobs_com hpcjobs_jname; do
+                    if [ "$hpcjobs_com" = "$hpcjobs_tag" ] && [ "$hpcjobs_id" != "$SLURM_JOB_ID" ] && [ "$hpcjobs_jname" != "$hpcjobs_spare" ]; then
+                        printf '%s\n' "$hpcjobs_id"
                     fi
                 done | xargs -r scancel 2>/dev/null
             fi

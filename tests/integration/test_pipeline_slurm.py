@@ -280,3 +280,57 @@ def test_fifty_steps_are_submitted_in_one_round_trip_and_complete(
     assert shown["status"] == "Completed", [s for s in shown["steps"] if s["status"] != "Completed"]
     sink = Path(shown["paths"]["job_dir"]) / "steps/sink/user_logs/std_log.txt"
     assert sink.read_text().split()[-1] == "48"
+
+
+FAIL_FAST_SWEEP = """
+type: pipeline
+settings:
+  continue_on_step_failure: false
+  on_finalize: cleanup
+jobs:
+  bad:
+    # fails once the sweep step's finalize job is queued, so the exit hook must meet it
+    command: >-
+      until squeue --me -h -o %j | grep -q -- '_ff_tune-finalize$'; do sleep 1; done;
+      echo failing; exit 3
+  ff_tune:
+    type: sweep
+    trial:
+      command: sleep 900 && echo ${{inputs.s}}
+      inputs:
+        s: {type: integer}
+    sampling_algorithm: grid
+    search_space:
+      s: {type: choice, values: [1, 2, 3]}
+    objective: {goal: maximize, primary_metric: acc}
+    limits: {max_concurrent_trials: 2}
+  cleanup:
+    command: echo cleanup ran
+"""
+
+
+def test_fail_fast_reaches_a_sweep_steps_finalize_job_and_spares_on_finalize(alice: Any) -> None:
+    """The failing step's own exit hook (no client polling) cancels the sweep step's arrays and
+    its finalize job, which waits on them with afterany, but not the on_finalize step."""
+    name = _create(alice, str(alice.write("ff-sweep.yml", FAIL_FAST_SWEEP)))
+    # read Slurm directly: a `job show` refresh would run the client-side backstop
+    deadline = time.monotonic() + 400  # the trials alone sleep 900 s
+    while True:
+        res = subprocess.run(["squeue", "-h", "-u", "alice", "-o", "%j"], capture_output=True, text=True, check=True)
+        if not any(j.startswith(f"{name}_") for j in res.stdout.split()):
+            break
+        assert time.monotonic() < deadline, res.stdout
+        time.sleep(1)
+    view = _wait(alice, name)
+    steps = _steps(view)
+    assert view["status"] == "Failed"
+    assert steps["bad"]["status"] == "Failed" and steps["bad"]["exit_code"] == 3
+    assert steps["ff_tune"]["status"] == "Canceled", steps["ff_tune"]
+    assert steps["cleanup"]["status"] == "Completed"
+    assert _sacct(steps["cleanup"]["slurm_id"])["State"] == "COMPLETED"
+    # a sweep step's first Slurm job is its finalize job: cancelled, never started
+    fin = _sacct(steps["ff_tune"]["slurm_id"])
+    assert fin["State"].startswith("CANCELLED"), fin
+    assert not (Path(view["paths"]["job_dir"]) / "steps/ff_tune/user_logs/std_log.txt").exists()
+    cleanup_log = Path(view["paths"]["job_dir"]) / "steps/cleanup/user_logs/std_log.txt"
+    assert "cleanup ran" in cleanup_log.read_text()

@@ -412,6 +412,22 @@ def test_continue_on_step_failure_false_renders_the_fail_fast_hook(tmp_path: Pat
     assert all("continue_on_step_failure is false" in s.text for s in plan.scripts)
     assert all(s.text.startswith("#!/bin/bash\n") for s in plan.scripts)
     assert plan.meta["pipeline"]["continue_on_step_failure"] is False
+    # the exit hook spares no job by name when there is no on_finalize step
+    assert plan.spare_job == ""
+    assert all("hpcjobs_spare=''\n" in s.text for s in plan.scripts)
+
+
+def test_fail_fast_hook_spares_the_on_finalize_step_by_its_job_name(tmp_path: Path) -> None:
+    text = DIAMOND.replace(
+        "jobs:",
+        "settings:\n  continue_on_step_failure: false\n  on_finalize: cleanup\njobs:\n  cleanup:\n    command: echo cleanup",
+    )
+    plan = _plan(_write(tmp_path, text), name="my-pipe")
+    assert plan.spare_job == "my-pipe_cleanup"
+    for s in plan.scripts:
+        assert "hpcjobs_spare=my-pipe_cleanup\n" in s.text, s.key
+        # nothing is spared for its afterany edges (a sweep step's finalize job has them too)
+        assert "*afterany*" not in s.text
 
 
 def test_on_init_and_on_finalize(tmp_path: Path) -> None:
