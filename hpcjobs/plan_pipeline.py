@@ -801,7 +801,8 @@ def plan_pipeline(loaded: Loaded, site: Site, target: Target, *, name: str, toke
     if len(plan.snapshots) == 1:
         # one code folder: the plain single-snapshot path of the backends applies
         ((plan.code_dir, plan.code_src),) = plan.snapshots.items()
-    plan.inputs = _input_view(dict(pipeline_inputs(loaded)))
+    top_inputs = dict(pipeline_inputs(loaded))
+    plan.inputs = _input_view(top_inputs)
     plan.outputs = pipeline_outputs
     plan.meta = _meta(job, loaded)
     plan.meta["steps"] = steps_meta
@@ -809,6 +810,8 @@ def plan_pipeline(loaded: Loaded, site: Site, target: Target, *, name: str, toke
         "continue_on_step_failure": bool(job.settings.continue_on_step_failure),
         "force_rerun": force,
         "reused": sorted(reused),
+        # the pipeline's literal inputs: its MLflow run's params (data inputs are paths, not params)
+        "literal_inputs": sorted(k for k, v in top_inputs.items() if isinstance(v, m.LiteralInput)),
     }
     plan.files[f"{job_dir}/pipeline.json"] = json.dumps(
         {"name": name, "continue_on_step_failure": job.settings.continue_on_step_failure, "steps": manifest},

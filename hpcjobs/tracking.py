@@ -301,7 +301,14 @@ def literal_params_names(plan: Plan, key: str) -> list[str]:
 
 
 def literal_params(plan: Plan, key: str = "main") -> dict[str, str]:
-    """The job's literal inputs (MLflow params), as the main script exports them."""
+    """The job's literal inputs (MLflow params), as the main script exports them.
+
+    A pipeline has no main script: its own literal inputs, which its steps take
+    through ``${{parent.inputs.X}}``, are the params of the pipeline's run.
+    """
+    if plan.kind == "pipeline":
+        names = (plan.meta.get("pipeline") or {}).get("literal_inputs") or []
+        return {n: str(plan.inputs[n]) for n in names if n in plan.inputs}
     return {n: str(plan.inputs[n]) for n in literal_params_names(plan, key) if n in plan.inputs}
 
 

@@ -665,6 +665,8 @@ def check_pipeline(
     assert ptags["hpcjobs.display_name"] == "mlflow pipeline"
     assert ptags["mlflow.note.content"] == "chained steps that log to MLflow"
     assert "mlflow.parentRunId" not in ptags
+    # the pipeline's own literal inputs are its run's params, as on Azure
+    assert parent.data.params == {"lr": "0.5"}
     for step in STEPS:
         run = kids[f"{name}_{step}"]
         tags = run.data.tags

@@ -453,3 +453,29 @@ def test_local_job_logs_to_its_file_store_and_is_queued(tmp_path: Path, hpcjobs_
     extra = rec.extra["mlflow"]
     assert extra["state"] == "queued" and extra["params"] == {"lr": "0.5"}
     assert extra["uri"] == tracking.embedded_uri()
+
+
+def test_a_pipelines_literal_inputs_are_its_runs_params(tmp_path: Path, hpcjobs_home: Path) -> None:
+    from hpcjobs import api
+
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    job = tmp_path / "p.yml"
+    job.write_text(
+        """type: pipeline
+inputs:
+  n_samples: 400
+  tag: "it's $HOME"
+  data:
+    type: uri_file
+    path: ./data.csv
+jobs:
+  a:
+    command: echo ${{inputs.n}} ${{inputs.t}} ${{inputs.d}}
+    inputs:
+      n: ${{parent.inputs.n_samples}}
+      t: ${{parent.inputs.tag}}
+      d: ${{parent.inputs.data}}
+"""
+    )
+    plan = api.plan(job, name="p1")
+    assert tracking.literal_params(plan) == {"n_samples": "400", "tag": "it's $HOME"}
