@@ -36,6 +36,7 @@ def check_command(
     inputs: dict[str, Any],
     outputs: dict[str, Any],
     search_space: dict[str, Any] | None = None,
+    sweep_trial: bool = False,
     warnings: list[str],
     allow_parent: bool = False,
 ) -> str:
@@ -75,7 +76,23 @@ def check_command(
                 )
         elif ref.namespace == "search_space":
             if search_space is None:
-                raise _err(smap, path, f"${{{{{needle}}}}} is only valid in a sweep's trial command", needle=ref.name)
+                if sweep_trial:
+                    # a trial that is a component (a pipeline's sweep step): bound as on Azure
+                    raise _err(
+                        smap,
+                        path,
+                        f"a component's command cannot use ${{{{{needle}}}}}",
+                        f"declare an input '{ref.name}' in the trial, use ${{{{inputs.{ref.name}}}}}, "
+                        f"and search_space.{ref.name} feeds it",
+                        needle=ref.name,
+                    )
+                raise _err(
+                    smap,
+                    path,
+                    f"${{{{{needle}}}}} is only valid in a sweep's trial command",
+                    "only the trial command of a `type: sweep` job can use ${{search_space.X}}",
+                    needle=ref.name,
+                )
             if ref.name not in search_space:
                 raise _err(
                     smap,
@@ -212,7 +229,13 @@ def _check_component_trial(loaded: Loaded, job: m.SweepJob, space: dict[str, Any
     comp, cmap, cpath = loaded.trial_component
     smap = loaded.source
     comp.command = check_command(
-        comp.command, smap=cmap, path=("command",), inputs=comp.inputs, outputs=comp.outputs, warnings=loaded.warnings
+        comp.command,
+        smap=cmap,
+        path=("command",),
+        inputs=comp.inputs,
+        outputs=comp.outputs,
+        warnings=loaded.warnings,
+        sweep_trial=True,
     )
     job.trial.command = comp.command
     bound, sampled = bind_trial_inputs(comp, (cmap, cpath), space, dict(job.inputs), smap=smap, prefix=(), base=loaded.base_dir)
@@ -468,7 +491,13 @@ def _sweep_node_component(loaded: Loaded, step: str, node: m.SweepNode) -> tuple
         comp = validate_model(m.CommandComponent, cwork, smap, (*p, "trial"))
         cmap, cpath = smap.sub((*p, "trial")), loaded.path
     comp.command = check_command(
-        comp.command, smap=cmap, path=("command",), inputs=comp.inputs, outputs=comp.outputs, warnings=loaded.warnings
+        comp.command,
+        smap=cmap,
+        path=("command",),
+        inputs=comp.inputs,
+        outputs=comp.outputs,
+        warnings=loaded.warnings,
+        sweep_trial=True,
     )
     try:
         space = parse_search_space(node.search_space, field=f"jobs.{step}.search_space")
