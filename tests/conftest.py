@@ -254,20 +254,26 @@ def forked_cli() -> Callable[..., list[subprocess.CompletedProcess[str]]]:
     return run_hpcjobs_forked
 
 
+def poll_until_ended(name: str, timeout: float = 300.0, poll: float = 0.2) -> dict[str, Any]:
+    """Poll job *name* (of this process's HPCJOBS_HOME) in-process until it ends; its ``job show`` view.
+
+    In-process on purpose: a CLI process per poll costs ~0.3 s of CPU, and a few tests
+    polling that way kept a 2-core CI machine busy doing nothing else.  *timeout* is a
+    hang guard, not a timing assertion.
+    """
+    from hpcjobs import api
+
+    deadline = time.monotonic() + timeout
+    view = api.show_job(name)
+    while view["status"] not in TERMINAL_STATES:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {name} still {view['status']} after {timeout} s: {view}")
+        time.sleep(poll)
+        view = api.show_job(name)
+    return view
+
+
 @pytest.fixture
 def wait_done(hpcjobs_home: Path) -> Callable[..., dict[str, Any]]:
     """``wait_done(name, timeout=300)``: poll a job until it ends; return its ``job show`` view."""
-
-    def wait(name: str, timeout: float = 300.0, poll: float = 0.2) -> dict[str, Any]:
-        from hpcjobs import api
-
-        deadline = time.monotonic() + timeout
-        view = api.show_job(name)
-        while view["status"] not in TERMINAL_STATES:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {name} still {view['status']} after {timeout} s: {view}")
-            time.sleep(poll)
-            view = api.show_job(name)
-        return view
-
-    return wait
+    return poll_until_ended

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import poll_until_ended
+
 REPO = Path(__file__).resolve().parents[2]
 PIPELINES = REPO / "examples" / "pipelines"
 TERMINAL = ("Completed", "Failed", "Canceled")
@@ -31,16 +33,14 @@ def _json(run_cli: Callable[..., Any], *args: str) -> Any:
 
 
 def _wait(run_cli: Callable[..., Any], name: str, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = _json(run_cli, "job", "show", "-n", name)
-        if view["status"] in TERMINAL:
-            return dict(view)
-        assert time.monotonic() < deadline, f"{name} still {view['status']}: {view}"
-        time.sleep(0.3)
+    """Wait in-process (cheap), then return what the real CLI shows."""
+    poll_until_ended(name, timeout, poll=0.3)
+    view = _json(run_cli, "job", "show", "-n", name)
+    assert view["status"] in TERMINAL, view
+    return dict(view)
 
 
-def _run(run_cli: Callable[..., Any], file: Path | str, *args: str, timeout: float = 60) -> dict[str, Any]:
+def _run(run_cli: Callable[..., Any], file: Path | str, *args: str, timeout: float = 300) -> dict[str, Any]:
     view = _json(run_cli, "job", "create", "-f", str(file), *args)
     return _wait(run_cli, view["name"], timeout)
 

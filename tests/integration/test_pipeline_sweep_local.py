@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import poll_until_ended
+
 REPO = Path(__file__).resolve().parents[2]
 TUNE = REPO / "examples" / "pipelines" / "train-pipeline" / "tune-pipeline.yml"
 TERMINAL = ("Completed", "Failed", "Canceled")
@@ -76,13 +78,11 @@ def _json(run_cli: Callable[..., Any], *args: str) -> Any:
 
 
 def _wait(run_cli: Callable[..., Any], name: str, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = _json(run_cli, "job", "show", "-n", name)
-        if view["status"] in TERMINAL:
-            return dict(view)
-        assert time.monotonic() < deadline, f"{name} still {view['status']}: {view.get('steps')}"
-        time.sleep(0.5)
+    """Wait in-process (cheap), then return what the real CLI shows."""
+    poll_until_ended(name, timeout, poll=0.5)
+    view = _json(run_cli, "job", "show", "-n", name)
+    assert view["status"] in TERMINAL, view
+    return dict(view)
 
 
 def _create(run_cli: Callable[..., Any], file: Path, *args: str) -> str:

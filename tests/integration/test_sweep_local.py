@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, poll_until_ended
 
 ENV = {"HPCJOBS_SWEEP_POLL": "1"}
 
@@ -33,13 +33,9 @@ def _show(run_cli: Any, name: str) -> dict[str, Any]:
 
 
 def _wait(run_cli: Any, name: str, timeout: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = _show(run_cli, name)
-        if view["status"] in ("Completed", "Failed", "Canceled"):
-            return view
-        assert time.monotonic() < deadline, view
-        time.sleep(1)
+    """Wait in-process (cheap), then return what the real CLI shows."""
+    poll_until_ended(name, timeout, poll=0.5)
+    return _show(run_cli, name)
 
 
 def _create(run_cli: Any, path: Path | str, name: str, *extra: str) -> None:
