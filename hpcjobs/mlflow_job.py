@@ -517,16 +517,23 @@ def start(config_path: str, *, out: Any = None) -> int:
     return 0
 
 
-def _parent_run(cfg: dict[str, Any]) -> str:
+def _parent_run(cfg: dict[str, Any], client: RestClient | None = None) -> str:
     """The run id of the sweep or pipeline this trial or step belongs to ("" if not known yet).
 
     The CLI creates that run right after submitting and writes its id to ``parent_claim``;
     a step that starts first waits a moment for it.  Without it the step's run is still
     made a child of the parent's run, later, when hpcjobs imports the step.
+
+    A pipeline's sweep step has no run from the CLI: ``parent_create`` says how its first
+    trial makes it (nested under the pipeline's run, claimed like any run), so the trials
+    are nested under their step from the start, as on Azure.
     """
     path = str(cfg.get("parent_claim") or "")
     if not path:
         return ""
+    create = cfg.get("parent_create")
+    if isinstance(create, dict) and client is not None and not os.path.exists(path):
+        return _create_parent(cfg, create, path, client)
     deadline = time.monotonic() + float(cfg.get("claim_wait", 3.0))
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -538,10 +545,43 @@ def _parent_run(cfg: dict[str, Any]) -> str:
         return ""
 
 
+def _create_parent(cfg: dict[str, Any], create: dict[str, Any], path: str, client: RestClient) -> str:
+    """Make the run a sweep step's trials nest under, and claim it at *path*.
+
+    Trials start together: the one that takes ``<path>.creating`` (O_EXCL) makes the run,
+    the others wait for its claim, so no run is made twice and none is left deleted.
+    """
+    if not _claim(f"{path}.creating", str(os.getpid())):
+        try:
+            return str(_read_claim(path, wait=float(cfg.get("timeout", 10)) + 5.0)["run_id"])
+        except MlflowApiError:
+            return ""  # nested when hpcjobs records the trial
+    grand = _parent_run({"parent_claim": create.get("parent_claim"), "claim_wait": cfg.get("claim_wait", 3.0)})
+    exp_id = client.get_or_create_experiment(_experiment_name(cfg))
+    tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
+    tags.update(
+        {
+            "hpcjobs.job_name": str(create.get("run_name") or ""),
+            "hpcjobs.run_key": str(create.get("run_key") or ""),
+            "hpcjobs.job_type": "sweep",
+        }
+    )
+    if grand:
+        tags["mlflow.parentRunId"] = grand
+    info = client.create_run(exp_id, str(create.get("run_name") or "sweep"), tags=tags)
+    mine = str(info["run_id"])
+    _claim(path, json.dumps({"run_id": mine, "experiment_id": exp_id, "by": "trial"}))
+    with contextlib.suppress(MlflowApiError):
+        client.update_run(mine, status="RUNNING")
+    if grand:
+        _parent_running(client, grand)
+    return mine
+
+
 def _start_direct(cfg: dict[str, Any], uri: str, task_dir: str, state: dict[str, Any]) -> dict[str, str]:
     client = RestClient(uri, timeout=float(cfg.get("timeout", 10)))
     claim_path = os.path.join(task_dir, ".mlflow", "run_id")
-    parent = str(state.get("parent_run_id") or "") or _parent_run(cfg)
+    parent = str(state.get("parent_run_id") or "") or _parent_run(cfg, client)
     if parent:
         state["parent_run_id"] = parent
     run_id = str(state.get("run_id") or "") if state.get("mode") == "direct" else ""

@@ -249,6 +249,15 @@ def script_env(
         "job_json": f"{plan.job_dir}/job.json",
         "tags": {"hpcjobs.site": site.name, "hpcjobs.job_name": job_name},
     }
+    if mode == "direct" and array and plan.kind == "pipeline":
+        # a pipeline's sweep step's trials: nested under the step's run, which the first
+        # trial to start creates (under the pipeline's run) and claims in the step's folder
+        config["parent_claim"] = run_claim_path(task_dir)
+        config["parent_create"] = {
+            "run_name": job_name,
+            "run_key": f"{plan.token}/{key}",
+            "parent_claim": run_claim_path(plan.job_dir),
+        }
     plan.files[config_path] = json.dumps(config, indent=1, sort_keys=True).encode()
     python = site.environment.python or "python3"
     line = (

@@ -877,3 +877,52 @@ def test_sweep_direct(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_
     for i in range(3):
         assert f"PARENT_RUN {parent.info.run_id}" in (job_dir / "user_logs" / f"std_log_{i}.txt").read_text()
     assert len(server_runs(up, "sweep-direct", deleted_too=True)) == 4
+
+
+PIPELINE_SWEEP = """
+type: pipeline
+experiment_name: pipe-sweep-direct
+jobs:
+  tune:
+    type: sweep
+    trial:
+      command: |
+        python - ${{inputs.lr}} <<'PY'
+        import sys
+        import mlflow
+        lr = float(sys.argv[1])
+        mlflow.log_metric("accuracy", 1.0 - abs(lr - 0.1))
+        run = mlflow.get_run(mlflow.active_run().info.run_id)
+        print("PARENT_RUN", run.data.tags.get("mlflow.parentRunId"))
+        PY
+      inputs:
+        lr: {type: number}
+    sampling_algorithm: grid
+    search_space:
+      lr: {type: choice, values: [0.01, 0.1, 0.3]}
+    objective: {goal: maximize, primary_metric: accuracy}
+    limits: {max_concurrent_trials: 3}
+"""
+
+
+def test_pipeline_sweep_step_direct(hj: Callable[..., Any], home: Path, up: MlflowServer, tmp_path: Path) -> None:
+    """Direct mode: a sweep step's trials are nested under the step's run from their start, the step under the pipeline."""
+    job = tmp_path / "pipe-sweep.yml"
+    job.write_text(textwrap.dedent(PIPELINE_SWEEP).lstrip())
+    res = ok(hj("job", "create", "-f", str(job), "--site", "mlf-direct", "--stream", *RERUN, env={"HPCJOBS_SWEEP_POLL": "1"}))
+    name = run_name_of(res)
+    parent, kids = run_tree(up.uri, "pipe-sweep-direct", name)
+    assert set(kids) == {f"{name}_tune"}
+    step, trials = run_tree(up.uri, "pipe-sweep-direct", f"{name}_tune")
+    assert set(trials) == {f"{name}_tune_{i}" for i in range(3)}
+    assert step.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert step.data.tags["best_child_run_id"] == trials[f"{name}_tune_1"].info.run_id
+    assert {r.info.status for r in (parent, step, *trials.values())} == {"FINISHED"}
+    step_dir = Path(job_extra(home, f"{name}_tune")["_job_dir"])
+    for i in range(3):
+        # nested under the step's run while it ran, not moved there by the import
+        log = (step_dir / "user_logs" / f"std_log_{i}.txt").read_text()
+        assert f"PARENT_RUN {step.info.run_id}" in log, log
+        assert trials[f"{name}_tune_{i}"].data.params == {"lr": str([0.01, 0.1, 0.3][i])}
+    # three trials started together: one made the step's run, none made a second (not even a deleted one)
+    assert len(server_runs(up, "pipe-sweep-direct", deleted_too=True)) == 5
