@@ -205,6 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         ap.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    # bytecode for every module, as `pip install` leaves it: with PYTHONDONTWRITEBYTECODE set
+    # (as on CI machines) an editable checkout would otherwise recompile changed modules in
+    # every measured process
+    import compileall
+
+    import hpcjobs
+
+    compileall.compile_dir(str(Path(hpcjobs.__file__).parent), quiet=1)
     ctx = Context(args.reps, args.quick)
     results: list[Result] = []
     try:
