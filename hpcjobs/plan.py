@@ -88,6 +88,8 @@ class Plan:
     #: continue_on_step_failure: false -- the Slurm job name of the on_finalize step, the
     #: one step a failing step's exit hook leaves alone ("" when there is none)
     spare_job: str = ""
+    #: ... and its step name (its script's key, its folder under steps/), for the local runner
+    spare_step: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for ``--dry-run -o json``)."""
@@ -596,6 +598,7 @@ def _command_script(
         heredoc=heredoc_marker(command),
         launcher=launcher,
         spare_job=plan.spare_job,
+        spare_step=plan.spare_step,
     )
     return Script(
         key=key,

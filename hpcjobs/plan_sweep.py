@@ -551,5 +551,6 @@ def finalize_script(plan: Plan, spec: SweepSpec, site: Site, *, key: str, job_na
         heredoc=heredoc_marker(command),
         launcher=None,
         spare_job=plan.spare_job,
+        spare_step=plan.spare_step,
     )
     return Script(key=key, job_name=job_name, script_path=f"{job_dir}/job.sh", text=text, sbatch_options=opts)

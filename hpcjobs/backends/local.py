@@ -111,6 +111,8 @@ class LocalBackend(Backend):
         for code_dir, code_src in snaps.items():
             install_snapshot(code_src, str(Path(code_dir).parent.parent))
         runfile = {
+            # continue_on_step_failure: false -- the on_finalize step still runs after a fail-fast stop
+            "spare": plan.spare_step or None,
             # a sweep's max_concurrent_trials (its array's %N) is what the user asked for:
             # honoured even beyond the CPU count unless the site sets local_max_parallel
             "max_parallel": self.site.local_max_parallel

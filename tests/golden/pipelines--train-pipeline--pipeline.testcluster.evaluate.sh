@@ -41,12 +41,14 @@ hpcjobs_finish() {
                 done | xargs -r scancel 2>/dev/null
             fi
         elif grep -qa hpcjobs.localrun "/proc/$PPID/cmdline" 2>/dev/null; then
+            hpcjobs_spare_sd="${HPCJOBS_JOB_DIR%/*}"/''/.hpcjobs
             for hpcjobs_sd in "${HPCJOBS_JOB_DIR%/*}"/*/.hpcjobs; do
-                if [ "$hpcjobs_sd" != "$HPCJOBS_STATE" ] && [ -d "$hpcjobs_sd" ] && [ ! -e "$hpcjobs_sd/exit_code" ]; then
+                if [ "$hpcjobs_sd" != "$HPCJOBS_STATE" ] && [ "$hpcjobs_sd" != "$hpcjobs_spare_sd" ] && [ -d "$hpcjobs_sd" ] && [ ! -e "$hpcjobs_sd/exit_code" ]; then
                     printf 'canceled: step %s failed and continue_on_step_failure is false\n' "${HPCJOBS_JOB_DIR##*/}" > "$hpcjobs_sd/canceled"
                 fi
             done
-            kill -TERM "$PPID" 2>/dev/null
+            # USR1: the runner stops every other step, then runs the on_finalize step
+            kill -USR1 "$PPID" 2>/dev/null
         fi
     fi
     exit "$rc"

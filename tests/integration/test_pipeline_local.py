@@ -153,6 +153,21 @@ def test_continue_on_step_failure_false_stops_the_pipeline(run_cli: Callable[...
     assert steps["after_bad"]["status"] == "Canceled"
 
 
+@pytest.mark.parametrize("fail_fast", [True, False], ids=["fail-fast", "continue"])
+def test_on_finalize_runs_after_a_failed_step(run_cli: Callable[..., Any], tmp_path: Path, fail_fast: bool) -> None:
+    """As on Slurm (afterany): the on_finalize step runs whatever became of the others, fail-fast stop included."""
+    settings = "settings:\n  on_finalize: cleanup\n" + ("  continue_on_step_failure: false\n" if fail_fast else "")
+    text = BRANCHES.replace("SLEEP", "600" if fail_fast else "1").replace("jobs:", settings + "jobs:")
+    text += "  cleanup:\n    command: echo cleanup ran\n"
+    view = _run(run_cli, _pipeline(tmp_path, text))
+    steps = _steps(view)
+    assert view["status"] == "Failed"
+    assert steps["bad"]["status"] == "Failed" and steps["after_bad"]["status"] == "Canceled"
+    assert steps["independent"]["status"] == ("Canceled" if fail_fast else "Completed")
+    assert steps["cleanup"]["status"] == "Completed", steps["cleanup"]
+    assert "cleanup ran" in _log(view, "cleanup")
+
+
 def test_reuse_partial_rerun_and_force_rerun(run_cli: Callable[..., Any]) -> None:
     path = PIPELINES / "train-pipeline" / "pipeline.yml"
     first = _run(run_cli, path)
