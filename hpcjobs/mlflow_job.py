@@ -551,9 +551,16 @@ def _create_parent(cfg: dict[str, Any], create: dict[str, Any], path: str, clien
     Trials start together: the one that takes ``<path>.creating`` (O_EXCL) makes the run,
     the others wait for its claim, so no run is made twice and none is left deleted.
     """
-    if not _claim(f"{path}.creating", str(os.getpid())):
+    lock = f"{path}.creating"
+    if not _claim(lock, str(os.getpid())):
+        # wait for the creator, but not for one that gave up long ago (server down, killed)
+        budget = float(cfg.get("timeout", 10)) + 5.0
         try:
-            return str(_read_claim(path, wait=float(cfg.get("timeout", 10)) + 5.0)["run_id"])
+            age = time.time() - os.path.getmtime(lock)
+        except OSError:
+            age = 0.0
+        try:
+            return str(_read_claim(path, wait=max(0.0, budget - age))["run_id"])
         except MlflowApiError:
             return ""  # nested when hpcjobs records the trial
     grand = _parent_run({"parent_claim": create.get("parent_claim"), "claim_wait": cfg.get("claim_wait", 3.0)})

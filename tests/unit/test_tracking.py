@@ -479,3 +479,31 @@ jobs:
     )
     plan = api.plan(job, name="p1")
     assert tracking.literal_params(plan) == {"n_samples": "400", "tag": "it's $HOME"}
+
+
+def test_sweep_step_trials_wait_for_the_run_another_trial_creates(tmp_path: Path) -> None:
+    """The trial that lost the race for ``run_id.creating`` reads the winner's claim; a stale lock is not waited for."""
+    import threading
+
+    from hpcjobs import mlflow_job
+
+    claim = tmp_path / "step" / ".mlflow" / "run_id"
+    claim.parent.mkdir(parents=True)
+    lock = Path(f"{claim}.creating")
+    lock.write_text("12345")
+    cfg = {"parent_claim": str(claim), "parent_create": {"run_name": "p_tune"}, "timeout": 100}
+    # the server is never asked: the lock is taken, so this trial only waits for the claim
+    client = RestClient(f"http://127.0.0.1:{closed_port()}", timeout=1)
+    timer = threading.Timer(0.5, lambda: claim.write_text(json.dumps({"run_id": "abc", "experiment_id": "1"})))
+    timer.start()
+    try:
+        assert mlflow_job._parent_run(cfg, client) == "abc"
+    finally:
+        timer.cancel()
+    # a creator that took the lock 20 minutes ago and never claimed: give up at once
+    claim.unlink()
+    old = time.time() - 1200
+    os.utime(lock, (old, old))
+    t0 = time.monotonic()
+    assert mlflow_job._parent_run(cfg, client) == ""
+    assert time.monotonic() - t0 < 60  # not the 105 s a fresh lock is given
