@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,11 +86,19 @@ class Plan:
     children: list[dict[str, Any]] = field(default_factory=list)
     #: several code folders (pipeline steps): snapshot dir on the target -> local folder
     snapshots: dict[str, str] = field(default_factory=dict)
-    #: continue_on_step_failure: false -- the Slurm job name of the on_finalize step, the
-    #: one step a failing step's exit hook leaves alone ("" when there is none)
-    spare_job: str = ""
-    #: ... and its step name (its script's key, its folder under steps/), for the local runner
+    #: continue_on_step_failure: false -- the on_finalize step, the one step a failing
+    #: step's exit hook leaves alone ("" when there is none): its script's key and its
+    #: folder under steps/ (the local runner's name for it)
     spare_step: str = ""
+
+    @property
+    def spare_job(self) -> str:
+        """The Slurm job name of :attr:`spare_step` (how the exit hook finds it in squeue)."""
+        if not self.spare_step:
+            return ""
+        from hpcjobs.plan_pipeline import step_job_name
+
+        return step_job_name(self.name, self.spare_step)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for ``--dry-run -o json``)."""
@@ -579,26 +588,22 @@ def _command_script(
         plan.warnings.extend(w)
         if array:
             opts.append(f"--array={array}")
-    text = render(
+    text = render_job_script(
         template,
+        plan,
         sbatch_options=opts,
-        kind=plan.kind,
         job_name=job_name,
         job_dir=task_dir,
+        command=command,
+        env=env,
+        env_setup=setup,
         array=bool(array),
         array_offset=array_offset,
         code_dir=code_dir,
         params_file=params_file or "",
-        env=[(k, shell_word(v)) for k, v in env],
-        env_setup=setup,
-        mkdirs=[shell_word(d) for d in mkdirs],
-        downloads=[(shell_word(s), shell_word(d)) for s, d in downloads if not s.startswith("__url__")],
-        url_downloads=[(shq(s[len("__url__") :]), shell_word(d)) for s, d in downloads if s.startswith("__url__")],
-        command=command,
-        heredoc=heredoc_marker(command),
+        mkdirs=mkdirs,
+        downloads=downloads,
         launcher=launcher,
-        spare_job=plan.spare_job,
-        spare_step=plan.spare_step,
     )
     return Script(
         key=key,
@@ -608,6 +613,51 @@ def _command_script(
         sbatch_options=opts,
         array=array,
         tasks=tasks,
+    )
+
+
+def render_job_script(
+    template: str,
+    plan: Plan,
+    *,
+    sbatch_options: list[str],
+    job_name: str,
+    job_dir: str,
+    command: str,
+    env: Sequence[tuple[str, str]],
+    env_setup: list[str],
+    array: bool = False,
+    array_offset: int = 0,
+    code_dir: str | None = None,
+    params_file: str = "",
+    mkdirs: Sequence[str] = (),
+    downloads: Sequence[tuple[str, str]] = (),
+    launcher: Any = None,
+) -> str:
+    """Render a job script (``job.sh.j2`` or a template extending it): the one place its context is built.
+
+    Values are quoted here (``shell_word``/``shq``) or by the template (``|q``).
+    """
+    return render(
+        template,
+        sbatch_options=sbatch_options,
+        kind=plan.kind,
+        job_name=job_name,
+        job_dir=job_dir,
+        array=array,
+        array_offset=array_offset,
+        code_dir=code_dir,
+        params_file=params_file,
+        env=[(k, shell_word(v)) for k, v in env],
+        env_setup=env_setup,
+        mkdirs=[shell_word(d) for d in mkdirs],
+        downloads=[(shell_word(s), shell_word(d)) for s, d in downloads if not s.startswith("__url__")],
+        url_downloads=[(shq(s[len("__url__") :]), shell_word(d)) for s, d in downloads if s.startswith("__url__")],
+        command=command,
+        heredoc=heredoc_marker(command),
+        launcher=launcher,
+        spare_job=plan.spare_job,
+        spare_step=plan.spare_step,
     )
 
 

@@ -610,7 +610,6 @@ def plan_pipeline(loaded: Loaded, site: Site, target: Target, *, name: str, toke
     force = bool(job.settings.force_rerun)
     template = STEP_TEMPLATE if job.settings.continue_on_step_failure else FAIL_FAST_TEMPLATE
     plan.spare_step = next((s.name for s in specs if s.role == "finalize"), "")
-    plan.spare_job = step_job_name(name, plan.spare_step) if plan.spare_step else ""
     outputs_of: dict[str, dict[str, str]] = {}
     reused: set[str] = set()
     steps_meta: dict[str, dict[str, Any]] = {}

@@ -506,7 +506,7 @@ def finalize_script(plan: Plan, spec: SweepSpec, site: Site, *, key: str, job_na
     without GPUs.  Its Slurm job name is not the arrays' (``limits.timeout`` cancels the
     sweep's arrays by name, and must not cancel it).  The caller sets its dependencies.
     """
-    from hpcjobs.plan import heredoc_marker, sbatch_options, shell_word
+    from hpcjobs.plan import render_job_script, sbatch_options
 
     job_dir = spec.job_dir
     python = sys.executable if site.is_local else (site.environment.python or "python3")
@@ -532,25 +532,14 @@ def finalize_script(plan: Plan, spec: SweepSpec, site: Site, *, key: str, job_na
             timeout=None,
         )
         plan.warnings.extend(warns)
-    text = render(
+    text = render_job_script(
         template,
+        plan,
         sbatch_options=opts,
-        kind=plan.kind,
         job_name=spec.name,
         job_dir=job_dir,
-        array=False,
-        array_offset=0,
-        code_dir=None,
-        params_file="",
-        env=[(k, shell_word(v)) for k, v in site.job_env.items()],
-        env_setup=setup,
-        mkdirs=[],
-        downloads=[],
-        url_downloads=[],
         command=command,
-        heredoc=heredoc_marker(command),
-        launcher=None,
-        spare_job=plan.spare_job,
-        spare_step=plan.spare_step,
+        env=list(site.job_env.items()),
+        env_setup=setup,
     )
     return Script(key=key, job_name=job_name, script_path=f"{job_dir}/job.sh", text=text, sbatch_options=opts)

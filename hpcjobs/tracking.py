@@ -233,6 +233,11 @@ def script_env(
     helper = helper_path(plan.job_dir)
     plan.files[helper] = _helper_source()
     config_path = f"{task_dir}/.mlflow/{key}.json"
+    # a sweep's or pipeline's run, claimed in its folder: its trials and steps become its child runs
+    parent_claim = run_claim_path(plan.job_dir) if mode == "direct" and plan.kind in ("sweep", "pipeline") else None
+    # ... except a pipeline's sweep step's trials: nested under the step's run, which the
+    # first trial to start creates (under the pipeline's run) and claims in the step's folder
+    step_trials = mode == "direct" and array and plan.kind == "pipeline"
     config = {
         "version": 1,
         "mode": mode,
@@ -242,22 +247,14 @@ def script_env(
         "array": array,
         # on_submitted creates the run of a plain command job on the server and claims it
         "expect_claim": mode == "direct" and key == "main" and not array and plan.kind == "command",
-        # ... and the run of a sweep or pipeline, whose trials and steps become its child runs
-        "parent_claim": run_claim_path(plan.job_dir) if mode == "direct" and plan.kind in ("sweep", "pipeline") else None,
+        "parent_claim": run_claim_path(task_dir) if step_trials else parent_claim,
         "timeout": IMPORT_TIMEOUT,
         # the experiment name is known only once the plan is complete: read from job.json at run time
         "job_json": f"{plan.job_dir}/job.json",
         "tags": {"hpcjobs.site": site.name, "hpcjobs.job_name": job_name},
     }
-    if mode == "direct" and array and plan.kind == "pipeline":
-        # a pipeline's sweep step's trials: nested under the step's run, which the first
-        # trial to start creates (under the pipeline's run) and claims in the step's folder
-        config["parent_claim"] = run_claim_path(task_dir)
-        config["parent_create"] = {
-            "run_name": job_name,
-            "run_key": f"{plan.token}/{key}",
-            "parent_claim": run_claim_path(plan.job_dir),
-        }
+    if step_trials:
+        config["parent_create"] = {"run_name": job_name, "run_key": f"{plan.token}/{key}", "parent_claim": parent_claim}
     plan.files[config_path] = json.dumps(config, indent=1, sort_keys=True).encode()
     python = site.environment.python or "python3"
     line = (
