@@ -277,7 +277,6 @@ def check_pipeline(loaded: Loaded) -> None:
         _prep_command_fields,
         _resolve_local,
         is_uri,
-        load_component_ref,
         validate_model,
     )
 
@@ -310,18 +309,8 @@ def check_pipeline(loaded: Loaded) -> None:
         work = dict(node)
         if "component" in work:
             comp_ref = work["component"]
-            if isinstance(comp_ref, str):
-                comp, cmap, cpath = load_component_ref(comp_ref, smap, (*p, "component"), base)
-            else:
-                cwork = dict(comp_ref)
-                cwork.setdefault("name", "azureml_anonymous")
-                _prep_command_fields(cwork, smap, (*p, "component"), base)
-                comp = validate_model(m.CommandComponent, cwork, smap, (*p, "component"))
-                cmap, cpath = smap.sub((*p, "component")), loaded.path
+            comp, cmap, cpath = _step_component(loaded, comp_ref, (*p, "component"))
             loaded.components[name] = (comp, cmap, cpath)
-            comp.command = check_command(
-                comp.command, smap=cmap, path=("command",), inputs=comp.inputs, outputs=comp.outputs, warnings=loaded.warnings
-            )
             model = validate_model(m.ComponentNode, work, smap, p)
             declared_in = dict(comp.inputs)
             declared_out = set(comp.outputs)
@@ -469,6 +458,37 @@ def check_pipeline(loaded: Loaded) -> None:
     loaded.step_deps = deps
 
 
+def _step_component(
+    loaded: Loaded, ref: Any, path: PathKey, *, sweep_trial: bool = False
+) -> tuple[m.CommandComponent, SourceMap, Path]:
+    """A pipeline step's component (``component:``, or a sweep step's ``trial:``), loaded and its command checked.
+
+    *ref* is a reference (``./train.yml``, ``azureml:NAME:VERSION``) or the component
+    written inline at *path*.
+    """
+    from hpcjobs.spec.load import _prep_command_fields, load_component_ref, validate_model
+
+    smap = loaded.source
+    if isinstance(ref, str):
+        comp, cmap, cpath = load_component_ref(ref, smap, path, loaded.base_dir)
+    else:
+        cwork = dict(ref)
+        cwork.setdefault("name", "azureml_anonymous")
+        _prep_command_fields(cwork, smap, path, loaded.base_dir)
+        comp = validate_model(m.CommandComponent, cwork, smap, path)
+        cmap, cpath = smap.sub(path), loaded.path
+    comp.command = check_command(
+        comp.command,
+        smap=cmap,
+        path=("command",),
+        inputs=comp.inputs,
+        outputs=comp.outputs,
+        warnings=loaded.warnings,
+        sweep_trial=sweep_trial,
+    )
+    return comp, cmap, cpath
+
+
 def _sweep_node_component(loaded: Loaded, step: str, node: m.SweepNode) -> tuple[m.CommandComponent, SourceMap, Path]:
     """A pipeline sweep step's trial component, loaded, with the sweep checked against it.
 
@@ -477,28 +497,11 @@ def _sweep_node_component(loaded: Loaded, step: str, node: m.SweepNode) -> tuple
     without a value, and the sampling limits -- all before anything is planned.
     """
     from hpcjobs.spec.bind import check_trial_names, missing_input
-    from hpcjobs.spec.load import _prep_command_fields, load_component_ref, validate_model
     from hpcjobs.sweep.sampling import parse_search_space
 
     smap = loaded.source
     p: PathKey = ("jobs", step)
-    if isinstance(node.trial, str):
-        comp, cmap, cpath = load_component_ref(node.trial, smap, (*p, "trial"), loaded.base_dir)
-    else:
-        cwork = dict(node.trial)
-        cwork.setdefault("name", "azureml_anonymous")
-        _prep_command_fields(cwork, smap, (*p, "trial"), loaded.base_dir)
-        comp = validate_model(m.CommandComponent, cwork, smap, (*p, "trial"))
-        cmap, cpath = smap.sub((*p, "trial")), loaded.path
-    comp.command = check_command(
-        comp.command,
-        smap=cmap,
-        path=("command",),
-        inputs=comp.inputs,
-        outputs=comp.outputs,
-        warnings=loaded.warnings,
-        sweep_trial=True,
-    )
+    comp, cmap, cpath = _step_component(loaded, node.trial, (*p, "trial"), sweep_trial=True)
     try:
         space = parse_search_space(node.search_space, field=f"jobs.{step}.search_space")
     except ValidationError as exc:
